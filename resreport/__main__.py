@@ -1,0 +1,5 @@
+import sys
+
+from resreport.cli import main
+
+sys.exit(main())
