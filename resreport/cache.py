@@ -46,13 +46,14 @@ class CellCache:
     def __init__(self, root: Path, suite: str):
         self.folder = Path(root) / suite
 
-    def _stem(self, cell: Cell, key: str) -> Path:
-        return self.folder / f"{cell.cell_id}.{key[:16]}"
+    def _paths(self, cell: Cell, key: str) -> tuple[Path, Path]:
+        """Return (key record, result pickle) for a cell and key."""
+        stem = f"{cell.cell_id}.{key[:16]}"
+        return self.folder / f"{stem}.json", self.folder / f"{stem}.pkl"
 
     def load(self, cell: Cell, parts: dict) -> CellResult | None:
         """Return the cached result for this exact key, or None."""
-        stem = self._stem(cell, digest(parts))
-        record, payload = stem.with_suffix(".json"), stem.with_suffix(".pkl")
+        record, payload = self._paths(cell, digest(parts))
         if not (record.is_file() and payload.is_file()):
             return None
         if json.loads(record.read_text())["parts"] != parts:
@@ -62,9 +63,9 @@ class CellCache:
 
     def save(self, cell: Cell, parts: dict, result: CellResult) -> None:
         """Write the result, then its key record; a cell counts as cached only once both exist."""
-        stem = self._stem(cell, digest(parts))
-        atomic_write_bytes(stem.with_suffix(".pkl"), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        atomic_write_bytes(stem.with_suffix(".json"), json.dumps({"cell": cell.cell_id, "parts": parts}).encode())
+        record, payload = self._paths(cell, digest(parts))
+        atomic_write_bytes(payload, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        atomic_write_bytes(record, json.dumps({"cell": cell.cell_id, "parts": parts}).encode())
         self.failure_path(cell).unlink(missing_ok=True)
 
     def failure_path(self, cell: Cell) -> Path:
@@ -78,7 +79,7 @@ class CellCache:
     def state(self, cell: Cell, parts: dict) -> tuple[str, list[str]]:
         """Return ('cached' | 'stale' | 'missing' | 'failed', key parts that differ from the newest other entry)."""
         key = digest(parts)
-        if self._stem(cell, key).with_suffix(".json").is_file():
+        if self._paths(cell, key)[0].is_file():
             return "cached", []
         if self.failure_path(cell).is_file():
             failed = json.loads(self.failure_path(cell).read_text())
