@@ -132,11 +132,11 @@ def publish_results(out: Path, tables: dict[str, pd.DataFrame], config: Config, 
 
 def render_report(config: Config, out: Path, timings: dict) -> dict:
     """Render report.html and report.pdf from the published tables; record the time it took."""
-    from resreport.render import render_report as render
-
     if not (out / "results" / "manifest.json").is_file():
         raise store.ResultsMissing(f"{out / 'results'} holds no published results; run `python -m resreport build` "
                                    f"(with the same --out) first")
+    from resreport.render import render_report as render
+
     with timed(timings, "render"):
         paths = render(out / "results", out, config)
     manifest = store.read_json(out / "results" / "manifest.json")
