@@ -29,6 +29,11 @@ document.getElementById("report").addEventListener("load", () => {
 </script></body></html>"""
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep CI's log to the verdicts
+        pass
+
+
 def check_pdf(pdf: Path) -> None:
     text = " ".join(page.extract_text() or "" for page in PdfReader(pdf).pages)
     text = re.sub(r"\s+", " ", text)
@@ -42,7 +47,7 @@ def check_pdf(pdf: Path) -> None:
 def check_html_images(out: Path) -> None:
     wrapper = out / ".ci-check.html"
     wrapper.write_text(WRAPPER)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    handler = functools.partial(QuietHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
