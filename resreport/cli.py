@@ -148,8 +148,8 @@ def run_status(args) -> int:
     for suite in dict.fromkeys(row["suite"] for row in rows):
         mine = [row for row in rows if row["suite"] == suite]
         counts = {state: sum(row["state"] == state for row in mine) for state in ("cached", "stale", "missing",
-                                                                                  "failed")}
-        print(f"{suite}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+                                                                                  "failed", "unknown")}
+        print(f"{suite}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "unknown"))
         for row in mine:
             if row["state"] != "cached":
                 why = f" (changed: {', '.join(row['changed'])})" if row["changed"] else ""
