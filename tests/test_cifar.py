@@ -164,3 +164,38 @@ def test_selection_ties_go_to_fewer_layers_then_earlier_epoch_whatever_the_order
 def test_selection_refuses_when_no_cell_has_a_finite_validation_loss():
     with pytest.raises(ValueError, match="finite validation loss"):
         select_best_model({Cell(3, None, False, 0): fake_result(math.inf, 0)})
+
+
+def literal_loop_val_losses(cell: Cell, config: CifarConfig, data: CifarData) -> list[float]:
+    """Train the textbook way (TensorDataset, DataLoader, per-batch loss) from the same init and batch order."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from resreport.cifar import build_model, cell_seed
+
+    model = build_model(cell, config, N_FEATURES, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    generator = torch.Generator().manual_seed(cell_seed(config, cell, "batches"))
+    train_set = TensorDataset(data.train_x, data.train_y)
+
+    def val_loss():
+        model.eval()
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(model(data.val_x), data.val_y).item()
+
+    losses = [val_loss()]
+    for _ in range(config.n_epochs):
+        model.train()
+        order = torch.randperm(len(train_set), generator=generator).tolist()  # one permutation per epoch
+        for x, y in DataLoader(torch.utils.data.Subset(train_set, order), batch_size=config.batch_size):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        losses.append(val_loss())
+    return losses
+
+
+def test_train_cell_matches_the_literal_dataloader_loop():
+    config, data, cell = tiny_config(), make_data(), Cell(5, 1, True, 0)
+    curves = train_cell(cell, config, data, "cpu").tables["curves"]
+    ours = curves.query("split == 'val'").sort_values("epoch")["loss"].tolist()
+    assert ours == pytest.approx(literal_loop_val_losses(cell, config, data), abs=1e-5)
