@@ -153,3 +153,14 @@ def results_dir(tmp_path):
 @pytest.fixture
 def config():
     return fixture_config()
+
+
+@pytest.fixture(scope="session")
+def rendered_report(tmp_path_factory):
+    """Render the hand-made results once: (out_dir, render_report's answer)."""
+    from resreport.render import render_report
+
+    root = tmp_path_factory.mktemp("rendered")
+    write_results(root / "results", changes={"previous_build": "2026-12-03T10:00:00+00:00", "rtol": 0.05,
+                                             "added": [], "removed": [], "moved": []})
+    return root, render_report(root / "results", root, fixture_config())
