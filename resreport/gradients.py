@@ -1,0 +1,320 @@
+"""Compute the input gradients of the lab's nets after one training step, under both protocols.
+
+Protocols (DESIGN.md): "seed" is the lab's recipe, the gradient of the summed outputs in train mode, so
+BatchNorm's batch statistics carry every input into every output; "per_sample" is each point's own
+derivative f'(x_j) with the batch statistics held fixed as constants. Running statistics never enter
+either protocol (every pass is in train mode), so the fast path does not track them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn, optim
+
+from resreport import gradient_metrics
+from resreport.cells import Cell, CellResult, grid_cells
+from resreport.config import GradientConfig
+from resreport.layout import batchnorm_after
+from resreport.models import MyNet
+
+PROTOCOLS = ("seed", "per_sample")
+BN_EPS = 1e-5  # nn.BatchNorm1d's default
+
+
+def gradient_cells(config: GradientConfig) -> list[Cell]:
+    """Return the gradient suite's cells in the lab's loop order."""
+    return grid_cells(config.depths, config.bn_every, config.use_skip)
+
+
+def input_points(config: GradientConfig) -> torch.Tensor:
+    """Return the lab's evenly spaced inputs X; shape (n_points, 1)."""
+    return torch.linspace(config.x_min, config.x_max, config.n_points).unsqueeze(1)
+
+
+# ---------------------------------------------------------------- the literal, per-model reference
+
+
+def train_one_epoch(model, lr: float = 1e-1, n_train_points: int = 10):
+    """
+    Performs one small training iteration to emulate an early training situation
+    """
+    model.train()
+    optimizer = optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.MSELoss()
+    optimizer.zero_grad(set_to_none=True)
+
+    X = torch.linspace(-3, 3, n_train_points).unsqueeze(1)
+
+    outputs = model(X)
+    loss = loss_fn(outputs, torch.cos(X))
+    loss.backward()
+
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def seed_gradient(net: MyNet, x: torch.Tensor) -> torch.Tensor:
+    """Return d sum(net(X)) / dX in train mode, the lab's recipe; shape (n_points,)."""
+    net.train()
+    inputs = x.clone().requires_grad_(True)
+    net(inputs).sum().backward()
+    return inputs.grad[:, 0].detach().clone()
+
+
+def forward_with_fixed_batch_stats(net: MyNet, inputs: torch.Tensor) -> torch.Tensor:
+    """Run net's layers, normalising each BatchNorm with the batch's statistics held as constants."""
+    h = inputs
+    for module in net.layers:
+        if isinstance(module, nn.BatchNorm1d):
+            mean = h.mean(0).detach()
+            var = h.var(0, unbiased=False).detach()  # biased, as train-mode BatchNorm normalises
+            h = (h - mean) / torch.sqrt(var + module.eps) * module.weight + module.bias
+        else:
+            h = module(h)
+    return h
+
+
+def per_sample_gradient(net: MyNet, x: torch.Tensor) -> torch.Tensor:
+    """Return each point's own derivative f'(x_j), batch statistics fixed; shape (n_points,)."""
+    inputs = x.clone().requires_grad_(True)
+    forward_with_fixed_batch_stats(net, inputs).sum().backward()  # outputs now depend on their own x only
+    return inputs.grad[:, 0].detach().clone()
+
+
+def literal_gradient_cell(cell: Cell, config: GradientConfig) -> dict[str, np.ndarray]:
+    """Run the lab's per-model loop for one cell; each protocol's gradients as (n_inits, n_points)."""
+    torch.manual_seed(config.seed)
+    x = input_points(config)
+    grads = {protocol: [] for protocol in PROTOCOLS}
+    for _ in range(config.n_inits):
+        net = MyNet(1, config.n_hid, 1, cell.depth, cell.bn_every, cell.use_skip)
+        train_one_epoch(net, lr=config.train_lr, n_train_points=config.n_train_points)
+        for param in net.parameters():
+            param.requires_grad_(False)
+        grads["seed"].append(seed_gradient(net, x))
+        grads["per_sample"].append(per_sample_gradient(net, x))
+    return {protocol: torch.stack(curves).numpy() for protocol, curves in grads.items()}
+
+
+# ---------------------------------------------------------------- the fast path: all inits at once
+
+
+@dataclass
+class StackedNets:
+    """The parameters of one cell's n_inits MyNets, stacked along a leading init axis (nn.Linear's (out, in))."""
+
+    w_in: torch.Tensor  # (n_inits, n_hid): Linear(1, n_hid).weight[:, 0]
+    b_in: torch.Tensor  # (n_inits, n_hid)
+    w_hid: list[torch.Tensor]  # depth-2 x (n_inits, n_hid, n_hid), layers 2..depth-1
+    b_hid: list[torch.Tensor]  # depth-2 x (n_inits, n_hid)
+    w_out: torch.Tensor  # (n_inits, n_hid): Linear(n_hid, 1).weight[0]
+    b_out: torch.Tensor  # (n_inits,)
+    gamma: dict[int, torch.Tensor]  # layer k -> (n_inits, n_hid) of the BatchNorm after it
+    beta: dict[int, torch.Tensor]
+    use_skip: bool
+
+    @property
+    def depth(self) -> int:
+        return len(self.w_hid) + 2
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Return every tensor SGD updates."""
+        return [self.w_in, self.b_in, *self.w_hid, *self.b_hid, self.w_out, self.b_out,
+                *self.gamma.values(), *self.beta.values()]
+
+    def to(self, device: str) -> "StackedNets":
+        """Return a copy on device."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return StackedNets(move(self.w_in), move(self.b_in), [move(w) for w in self.w_hid],
+                           [move(b) for b in self.b_hid], move(self.w_out), move(self.b_out),
+                           {k: move(g) for k, g in self.gamma.items()}, {k: move(b) for k, b in self.beta.items()},
+                           self.use_skip)
+
+
+def linear_init_bounds(fan_in: int) -> tuple[float, float]:
+    """Return nn.Linear.reset_parameters' uniform bounds (weight, bias), computed as torch computes them."""
+    gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))  # kaiming_uniform_(weight, a=sqrt(5))
+    weight_bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))
+    return weight_bound, 1 / math.sqrt(fan_in)
+
+
+def draw_stacked_nets(cell: Cell, n_inits: int, n_hid: int) -> StackedNets:
+    """Draw n_inits MyNets' parameters straight into stacked tensors, consuming the RNG as MyNet(...) does.
+
+    Instantiating the modules costs ~4x more than the draws (nn.Module and BatchNorm set-up); a test pins
+    the result bit for bit to stacking instantiated MyNets.
+    """
+    depth = cell.depth
+    w_in, b_in = torch.empty(n_inits, n_hid), torch.empty(n_inits, n_hid)
+    w_hid = [torch.empty(n_inits, n_hid, n_hid) for _ in range(depth - 2)]
+    b_hid = [torch.empty(n_inits, n_hid) for _ in range(depth - 2)]
+    w_out, b_out = torch.empty(n_inits, n_hid), torch.empty(n_inits)
+    bound_1, bias_bound_1 = linear_init_bounds(1)
+    bound_hid, bias_bound_hid = linear_init_bounds(n_hid)
+    for i in range(n_inits):  # the order MyNet's constructor draws in: net by net, layer by layer, weight then bias
+        w_in[i].uniform_(-bound_1, bound_1)
+        b_in[i].uniform_(-bias_bound_1, bias_bound_1)
+        for w, b in zip(w_hid, b_hid):
+            w[i].uniform_(-bound_hid, bound_hid)
+            b[i].uniform_(-bias_bound_hid, bias_bound_hid)
+        w_out[i].uniform_(-bound_hid, bound_hid)
+        b_out[i:i + 1].uniform_(-bias_bound_hid, bias_bound_hid)
+    after = batchnorm_after(depth, cell.bn_every)
+    return StackedNets(w_in, b_in, w_hid, b_hid, w_out, b_out, {k: torch.ones(n_inits, n_hid) for k in after},
+                       {k: torch.zeros(n_inits, n_hid) for k in after}, cell.use_skip)
+
+
+def stack_nets(nets: list[MyNet]) -> StackedNets:
+    """Stack instantiated MyNets' parameters (the reference that draw_stacked_nets must equal)."""
+    linears = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in nets]  # input, hidden, output
+    norms = [[m for m in net.modules() if isinstance(m, nn.BatchNorm1d)] for net in nets]
+
+    def stacked(modules: list[list[nn.Module]], index: int, name: str) -> torch.Tensor:
+        return torch.stack([getattr(net_modules[index], name).detach() for net_modules in modules]).clone()
+
+    depth = nets[0].depth
+    after = batchnorm_after(depth, nets[0].batchnorm_frequency)
+    return StackedNets(
+        w_in=stacked(linears, 0, "weight")[:, :, 0].contiguous(), b_in=stacked(linears, 0, "bias"),
+        w_hid=[stacked(linears, k, "weight") for k in range(1, depth - 1)],
+        b_hid=[stacked(linears, k, "bias") for k in range(1, depth - 1)],
+        w_out=stacked(linears, -1, "weight")[:, 0].contiguous(), b_out=stacked(linears, -1, "bias")[:, 0].contiguous(),
+        gamma={k: stacked(norms, j, "weight") for j, k in enumerate(after)},
+        beta={k: stacked(norms, j, "bias") for j, k in enumerate(after)},
+        use_skip=nets[0].use_skip)
+
+
+def batch_norm_train(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor):
+    """Normalise h (n_inits, n_points, n_hid) over points with biased batch variance; return y, xhat, rstd."""
+    var, mean = torch.var_mean(h, dim=1, unbiased=False, keepdim=True)
+    rstd = torch.rsqrt(var + BN_EPS)  # (n_inits, 1, n_hid)
+    xhat = (h - mean) * rstd
+    return xhat * gamma[:, None, :] + beta[:, None, :], xhat, rstd
+
+
+def forward_stacked(nets: StackedNets, x: torch.Tensor) -> torch.Tensor:
+    """Run all n_inits nets in train mode on the same inputs x (n_points,); return (n_inits, n_points)."""
+    h = x[None, :, None] * nets.w_in[:, None, :] + nets.b_in[:, None, :]  # (n_inits, n_points, n_hid)
+    for k in range(1, nets.depth):
+        if k > 1:
+            z = torch.relu(torch.baddbmm(nets.b_hid[k - 2][:, None, :], h, nets.w_hid[k - 2].transpose(1, 2)))
+            h = h + z if nets.use_skip else z
+        if k in nets.gamma:
+            h = batch_norm_train(h, nets.gamma[k], nets.beta[k])[0]
+    return torch.bmm(h, nets.w_out[:, :, None])[..., 0] + nets.b_out[:, None]
+
+
+def train_stacked(nets: StackedNets, lr: float, n_train_points: int) -> None:
+    """Apply train_one_epoch's SGD step to every net at once (in place): MSE to cos(x) on the lab's points."""
+    x = torch.linspace(-3, 3, n_train_points, device=nets.w_in.device)
+    params = nets.parameters()
+    for param in params:
+        param.requires_grad_(True)
+    outputs = forward_stacked(nets, x)  # (n_inits, n_train_points)
+    loss = ((outputs - torch.cos(x)) ** 2).mean(dim=1).sum()  # summing nets' losses keeps their gradients apart
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        for param in params:
+            param.requires_grad_(False)
+        for param, grad in zip(params, grads):
+            param.add_(grad, alpha=-lr)  # optim.SGD's step: no momentum, no weight decay
+
+
+@torch.no_grad()
+def input_gradients_stacked(nets: StackedNets, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Return both protocols' input gradients (n_inits, n_points) of trained, frozen stacked nets.
+
+    One forward carries values and d/dx tangents together (n_in = 1): rows [0, n) hold h, rows [n, 2n)
+    hold dh/dx with batch statistics fixed, so each layer is one bmm and the tangents give per_sample.
+    Without BatchNorm every output depends on its own x only and seed equals per_sample; with BatchNorm a
+    manual backward of the summed outputs (input-gradients only) gives seed.
+    """
+    n_points = x.numel()
+    h = x[None, :, None] * nets.w_in[:, None, :] + nets.b_in[:, None, :]  # (n_inits, n_points, n_hid)
+    ht = torch.cat([h, nets.w_in[:, None, :].expand_as(h)], dim=1)  # (n_inits, 2 n_points, n_hid)
+    need_seed = bool(nets.gamma)
+    saved = {}  # layer k -> what the seed backward needs: relu masks, BatchNorm (xhat, gamma * rstd)
+    for k in range(1, nets.depth):
+        if k > 1:
+            z = torch.bmm(ht, nets.w_hid[k - 2].transpose(1, 2))
+            values, tangents = z[:, :n_points], z[:, n_points:]
+            values.add_(nets.b_hid[k - 2][:, None, :])
+            mask = values > 0
+            torch.relu_(values)
+            tangents.mul_(mask)
+            ht = ht.add_(z) if nets.use_skip else z
+            if need_seed:
+                saved[k] = mask
+        if k in nets.gamma:
+            values = ht[:, :n_points]
+            var, mean = torch.var_mean(values, dim=1, unbiased=False, keepdim=True)
+            rstd = torch.rsqrt(var + BN_EPS)
+            scale = nets.gamma[k][:, None, :] * rstd  # (n_inits, 1, n_hid)
+            xhat = values.sub_(mean).mul_(rstd)
+            if need_seed:
+                saved[("bn", k)] = (xhat.clone(), scale)
+            ht[:, :n_points] = torch.addcmul(nets.beta[k][:, None, :], xhat, nets.gamma[k][:, None, :])
+            ht[:, n_points:].mul_(scale)
+    per_sample = torch.bmm(ht[:, n_points:], nets.w_out[:, :, None])[..., 0]
+    seed = seed_backward(nets, saved, n_points) if need_seed else per_sample.clone()  # no BatchNorm: equal
+    return {"seed": seed, "per_sample": per_sample}
+
+
+def seed_backward(nets: StackedNets, saved: dict, n_points: int) -> torch.Tensor:
+    """Back-propagate d sum(outputs) to the inputs through saved masks and train-mode BatchNorms."""
+    n_inits, n_hid = nets.w_out.shape
+    g = nets.w_out[:, None, :].expand(n_inits, n_points, n_hid)  # d sum(out) / d h_{depth-1}
+    for k in range(nets.depth - 1, 0, -1):
+        if ("bn", k) in saved:
+            xhat, scale = saved[("bn", k)]
+            g = scale * (g - g.mean(dim=1, keepdim=True) - xhat * (g * xhat).mean(dim=1, keepdim=True))
+        if k > 1:
+            g_pre = g * saved[k]
+            w = nets.w_hid[k - 2]
+            g = torch.baddbmm(g, g_pre, w) if nets.use_skip else torch.bmm(g_pre, w)
+    return (g * nets.w_in[:, None, :]).sum(dim=2)
+
+
+def vectorised_gradients(cell: Cell, config: GradientConfig, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Compute one cell's gradients for all n_inits at once; each protocol (n_inits, n_points) on device."""
+    torch.manual_seed(config.seed)
+    nets = draw_stacked_nets(cell, config.n_inits, config.n_hid).to(device)
+    train_stacked(nets, config.train_lr, config.n_train_points)
+    x = input_points(config)[:, 0].to(device)
+    return input_gradients_stacked(nets, x)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def run_gradient_cell(cell: Cell, config: GradientConfig, device: str = "cpu") -> CellResult:
+    """Compute one cell and return its gradients and gradient_metrics table fragments."""
+    grads = {protocol: curves.float().cpu().numpy() for protocol, curves in
+             vectorised_gradients(cell, config, device).items()}
+    x = input_points(config)[:, 0].double().numpy()
+    gradients = pd.concat([gradient_rows(cell, protocol, grads[protocol], x) for protocol in PROTOCOLS],
+                          ignore_index=True)
+    metrics = pd.concat([metric_rows(cell, protocol, grads[protocol], config) for protocol in PROTOCOLS],
+                        ignore_index=True)
+    return CellResult(tables={"gradients": gradients, "gradient_metrics": metrics})
+
+
+def gradient_rows(cell: Cell, protocol: str, grads: np.ndarray, x: np.ndarray) -> pd.DataFrame:
+    """Return one row per init and point for one protocol's (n_inits, n_points) gradients."""
+    n_inits, n_points = grads.shape
+    frame = pd.DataFrame({"init": np.repeat(np.arange(n_inits), n_points), "x": np.tile(x, n_inits),
+                          "grad": grads.reshape(-1)})
+    return frame.assign(**cell.columns(), protocol=protocol)[
+        ["depth", "bn_every", "skip", "protocol", "init", "x", "grad"]]
+
+
+def metric_rows(cell: Cell, protocol: str, grads: np.ndarray, config: GradientConfig) -> pd.DataFrame:
+    """Return one row per metric (all but ratio_to_depth2) for one protocol's gradients."""
+    metrics = gradient_metrics.cell_metrics(grads, config.x_max - config.x_min, config.max_lag)
+    frame = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+    return frame.assign(**cell.columns(), protocol=protocol)[
+        ["depth", "bn_every", "skip", "protocol", "metric", "value"]]
