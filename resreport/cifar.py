@@ -23,7 +23,7 @@ from resreport.models import MyNet
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 8192  # rows per no-grad forward pass; bounds memory, big enough for full-speed GEMMs
+EVAL_BATCH = 2048  # rows per no-grad forward pass: activations stay in cache, GEMMs at full speed
 WILSON_Z = 1.959963984540054  # two-sided 95% normal quantile
 SELECTION_RULE = ("lowest validation loss over every cell, seed and epoch 0..n_epochs; ties: fewer layers, then "
                   "earlier epoch, then fewer BatchNorm layers, then no skip, then lower seed; diverged "
