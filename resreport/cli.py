@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fontTools").setLevel(logging.WARNING)  # WeasyPrint's font subsetting is chatty
+    for chatty in ("fontTools", "weasyprint", "weasyprint.progress", "matplotlib"):  # their INFO is per page/glyph
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except (ConfigError, ResultsMissing) as error:
