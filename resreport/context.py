@@ -8,7 +8,7 @@ import pandas as pd
 
 from resreport.cells import Cell
 from resreport.config import Config
-from resreport.findings import Finding, PROTOCOLS, batchnorm_precedes_output, cell_order, cifar_summary
+from resreport.findings import PROTOCOLS, Finding, batchnorm_precedes_output, cifar_summary
 from resreport.layout import batchnorm_after, layer_kinds
 
 PROTOCOL_TITLES = {"seed": "seed protocol (the lab's recipe)", "per_sample": "per_sample protocol"}
@@ -108,6 +108,13 @@ def _item(cell: Cell, numbers: dict[str, float]) -> dict[str, Any]:
     return {"cell": cell.label, "bn": bn_label(cell.bn_every), "skip": cell.use_skip, **numbers}
 
 
+def conditions(cells: list[Cell]) -> dict[str, int]:
+    """Count the cells with skip and with BatchNorm and give their depth range, to say under which conditions."""
+    depths = [c.depth for c in cells] or [0]
+    return {"total": len(cells), "with_skip": sum(c.use_skip for c in cells),
+            "with_bn": sum(c.bn_every is not None for c in cells), "min_depth": min(depths), "max_depth": max(depths)}
+
+
 def gradient_section(findings: list[Finding], figure, config: Config, manifest: dict) -> dict[str, Any]:
     """Group the gradient findings per protocol into commentary items, with the protocol's figures."""
     protocols = []
@@ -126,12 +133,9 @@ def gradient_section(findings: list[Finding], figure, config: Config, manifest: 
                     item["per_sample_mean_abs_grad"] = per_sample.get(finding.cells[0], {}).get("mean_abs_grad",
                                                                                                 math.nan)
                 kinds[finding.kind].append(item)
-        shattered = [f.cells[0] for f in mine if f.kind == "shattering"]
         protocols.append({
             "name": protocol, "title": PROTOCOL_TITLES[protocol], "kinds": kinds, "absent": absent,
-            "shattering_conditions": {"with_skip": sum(c.use_skip for c in shattered),
-                                      "with_bn": sum(c.bn_every is not None for c in shattered),
-                                      "total": len(shattered)},
+            "summary": {kind: conditions([f.cells[0] for f in mine if f.kind == kind]) for kind in kinds},
             "curves": figure(f"gradient_curves_{protocol}",
                              f"Mean input gradient over x ({protocol} protocol), each curve divided by its largest "
                              "|value|; the factor printed in each panel is that scale (overflow: share of non-finite "
@@ -227,6 +231,3 @@ def changes_section(changes: dict | None) -> dict[str, Any]:
             "added": list(changes.get("added", [])), "removed": list(changes.get("removed", [])),
             "moved": [dict(m) for m in changes.get("moved", [])]}
 
-
-def sort_cells(cells: list[Cell]) -> list[Cell]:
-    return sorted(cells, key=cell_order)

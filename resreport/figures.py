@@ -41,55 +41,84 @@ def _select(frame: pd.DataFrame, depth: int, bn_every: int | None, skip: bool | 
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.02)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path.name
 
 
+def mean_curves(gradients: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Return per cell and x the mean over initialisations of the finite gradients, and each cell's overflow share."""
+    frame = gradients[gradients["protocol"] == protocol]
+    finite = np.isfinite(frame["grad"].to_numpy())
+    frame = frame.assign(grad=frame["grad"].where(finite), nonfinite=~finite,
+                         bn_every=frame["bn_every"].astype("Int64").fillna(0).astype(int))  # 0: no BatchNorm
+    curves = frame.groupby(["depth", "bn_every", "skip", "x"], sort=True).agg(grad=("grad", "mean")).reset_index()
+    overflow = frame.groupby(["depth", "bn_every", "skip"])["nonfinite"].mean().rename("nonfinite").reset_index()
+    return curves.merge(overflow, on=["depth", "bn_every", "skip"])
+
+
 def plot_gradient_curves(gradients: pd.DataFrame, protocol: str, path: Path) -> str:
     """Draw the mean gradient curve over x per depth x BatchNorm frequency, each curve scaled to its largest |value|."""
-    frame = gradients[gradients["protocol"] == protocol]
-    depths, bns = sorted(frame["depth"].unique()), bn_values(frame)
-    fig, axes = plt.subplots(len(depths), len(bns), figsize=(PAGE_WIDTH, 0.95 * len(depths) + 0.4), sharex=True,
-                             sharey=True, squeeze=False)
+    curves = mean_curves(gradients, protocol)
+    depths, bns = sorted(curves["depth"].unique()), bn_values(curves.replace({"bn_every": {0: None}}))
+    cells = dict(iter(curves.groupby(["depth", "bn_every", "skip"])))
+    fig, axes = _grid_figure(len(depths), len(bns), 0.95, "x")
     for i, depth in enumerate(depths):
         for j, bn_every in enumerate(bns):
             ax = axes[i][j]
             notes = []
             for skip in (False, True):
-                cell = _select(frame, depth, bn_every, skip)
-                if cell.empty:
+                cell = cells.get((depth, 0 if bn_every is None else bn_every, skip))
+                if cell is None:
                     continue
-                finite = np.isfinite(cell["grad"].to_numpy())
-                mean = cell.assign(grad=cell["grad"].where(finite)).groupby("x")["grad"].mean()
-                scale = float(np.nanmax(np.abs(mean.to_numpy()))) if mean.notna().any() else math.nan
+                grad = cell["grad"].to_numpy()
+                scale = float(np.nanmax(np.abs(grad))) if np.isfinite(grad).any() else math.nan
                 if scale > 0:
-                    ax.plot(mean.index, mean.to_numpy() / scale, color=SKIP_COLOURS[skip])
+                    ax.plot(cell["x"], grad / scale, color=SKIP_COLOURS[skip])
                 note = "0" if scale == 0 else f"{scale:.1e}" if math.isfinite(scale) else "none finite"
-                if not finite.all():
-                    note += f", overflow {1 - finite.mean():.0%}"
+                if cell["nonfinite"].iloc[0] > 0:
+                    note += f", overflow {cell['nonfinite'].iloc[0]:.0%}"
                 notes.append((skip, f"{SKIP_NAMES[skip]}: ×{note}"))
             for k, (skip, note) in enumerate(notes):
                 ax.text(0.02, 0.05 + 0.16 * k, note, transform=ax.transAxes, fontsize=5, color=SKIP_COLOURS[skip],
                         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
-            ax.axhline(0, color="0.8", linewidth=0.4)
+            x_range = (curves["x"].min(), curves["x"].max())
+            ax.plot(x_range, (0, 0), color="0.8", linewidth=0.4)
+            ax.set_xlim(*x_range)
             ax.set_ylim(-1.15, 1.15)
             ax.set_yticks([-1, 0, 1])
-            if i == 0:
-                ax.set_title(bn_title(bn_every))
-            if j == 0:
-                ax.set_ylabel(f"depth {depth}")
-            if i == len(depths) - 1:
-                ax.set_xlabel("x")
-    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.3)
+            ax.set_xticks(np.linspace(*x_range, 5)[1:-1])  # inner ticks: end labels of neighbours would touch
+            _label_grid(ax, i, j, len(depths), f"depth {depth}", bn_title(bn_every))
     return _save(fig, path)
+
+
+def _grid_figure(n_rows: int, n_cols: int, row_height: float, xlabel: str, legend_room: float = 0.0):
+    """Return a figure of small multiples laid out by fixed margins (tight_layout costs a second per figure)."""
+    height = row_height * n_rows + 0.45 + legend_room
+    # Not sharex/sharey: shared limits cost O(panels²); callers set equal limits and _label_grid hides inner labels.
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(PAGE_WIDTH, height), squeeze=False)
+    fig.subplots_adjust(left=0.09, right=0.995, top=1 - 0.2 / height, bottom=(0.3 + legend_room) / height,
+                        hspace=0.12, wspace=0.06)
+    fig.supxlabel(xlabel, y=(0.02 + legend_room) / height, fontsize=7)
+    return fig, axes
+
+
+def _label_grid(ax, i: int, j: int, n_rows: int, row_label: str, column_title: str) -> None:
+    ax.tick_params(labelleft=j == 0, labelbottom=i == n_rows - 1, length=2, pad=1)
+    if i == 0:
+        ax.set_title(column_title, pad=2)
+    if j == 0:
+        ax.set_ylabel(row_label)
 
 
 def plot_gradient_heatmaps(metrics: pd.DataFrame, protocol: str, path: Path) -> str:
     """Draw log10 mean |gradient| and lag-1 autocorrelation over depth x BatchNorm frequency, per skip."""
     frame = metrics[metrics["protocol"] == protocol]
     depths, bns = sorted(frame["depth"].unique()), bn_values(frame)
-    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 0.42 * len(depths) * 2 + 1.0), squeeze=False)
+    height = 0.42 * len(depths) * 2 + 1.0
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, height), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.94, top=1 - 0.2 / height, bottom=0.4 / height, wspace=0.3,
+                        hspace=0.9 / (height / 2))
     for row, (metric, label, cmap, limits) in enumerate((
             ("mean_abs_grad", "log10 mean |gradient|", "viridis", None),
             ("lag1_autocorr", "lag-1 autocorrelation", "magma", (0.0, 1.0)))):
@@ -104,12 +133,12 @@ def plot_gradient_heatmaps(metrics: pd.DataFrame, protocol: str, path: Path) -> 
             for (r, c), text in np.ndenumerate(texts):
                 dark = np.isfinite(values[r, c]) and values[r, c] < (vmin + vmax) / 2
                 ax.text(c, r, text, ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
-            ax.set_xticks(range(len(bns)), [bn_title(b) for b in bns])
+            ax.set_xticks(range(len(bns)), ["none" if b is None else str(b) for b in bns])
+            ax.set_xlabel("BatchNorm every", labelpad=1)
             ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-            ax.set_ylabel("depth")
-            ax.set_title(f"{label}, {SKIP_NAMES[skip]}")
+            ax.set_ylabel("depth" if col == 0 else "")
+            ax.set_title(f"{label}, {SKIP_NAMES[skip]}", pad=2)
             fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-    fig.tight_layout(pad=0.3)
     return _save(fig, path)
 
 
@@ -140,22 +169,19 @@ def plot_autocorr_vs_lag(metrics: pd.DataFrame, protocol: str, path: Path) -> st
     frame = frame.assign(lag=frame["metric"].str.removeprefix("autocorr_lag_").astype(int))
     depths, bns = sorted(frame["depth"].unique()), bn_values(frame)
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(depths)))
-    fig, axes = plt.subplots(2, len(bns), figsize=(PAGE_WIDTH, 2.9), sharex=True, sharey=True, squeeze=False)
+    fig, axes = _grid_figure(2, len(bns), 1.2, "lag (points)", legend_room=0.2)
     for row, skip in enumerate((False, True)):
         for col, bn_every in enumerate(bns):
             ax = axes[row][col]
             for colour, depth in zip(colours, depths):
                 cell = _select(frame, depth, bn_every, skip).sort_values("lag")
                 ax.plot(cell["lag"], cell["value"], color=colour, marker=".", markersize=2, label=f"depth {depth}")
-            ax.axhline(0, color="0.8", linewidth=0.4)
+            ax.plot((1, frame["lag"].max()), (0, 0), color="0.8", linewidth=0.4)
+            ax.set_xlim(1, frame["lag"].max())
             ax.set_ylim(-1.05, 1.05)
-            ax.set_title(f"{bn_title(bn_every)}, {SKIP_NAMES[skip]}")
-            if row == 1:
-                ax.set_xlabel("lag (points)")
-    axes[0][0].set_ylabel("autocorrelation")
-    axes[1][0].set_ylabel("autocorrelation")
-    axes[0][-1].legend(loc="upper right", frameon=False, handlelength=1)
-    fig.tight_layout(pad=0.3)
+            _label_grid(ax, row, col, 2, f"{SKIP_NAMES[skip]}\nautocorrelation", bn_title(bn_every))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(depths), frameon=False, bbox_to_anchor=(0.5, 0.0))
     return _save(fig, path)
 
 
@@ -164,33 +190,33 @@ def plot_loss_curves(curves: pd.DataFrame, path: Path) -> str:
     depths, bns = sorted(curves["depth"].unique()), bn_values(curves)
     finite = curves["loss"][np.isfinite(curves["loss"])]
     upper = float(min(finite.max(), 1.3 * finite.quantile(0.95))) if len(finite) else 1.0
-    fig, axes = plt.subplots(len(depths), len(bns), figsize=(PAGE_WIDTH, 1.05 * len(depths) + 0.5), sharex=True,
-                             sharey=True, squeeze=False)
+    frame = curves.assign(bn_every=curves["bn_every"].astype("Int64").fillna(0).astype(int))
+    stats = frame.groupby(["depth", "bn_every", "skip", "split", "epoch"])["loss"].agg(["mean", "min", "max", "count"])
+    stats = dict(iter(stats.reset_index(level="epoch").groupby(level=[0, 1, 2, 3])))
+    diverged = frame.groupby(["depth", "bn_every", "skip"])["loss"].apply(lambda s: not np.isfinite(s).all())
+    fig, axes = _grid_figure(len(depths), len(bns), 1.0, "epoch", legend_room=0.2)
     for i, depth in enumerate(depths):
         for j, bn_every in enumerate(bns):
             ax = axes[i][j]
+            key = (depth, 0 if bn_every is None else bn_every)
             for skip in (False, True):
-                cell = _select(curves, depth, bn_every, skip)
                 for split, style in (("train", "--"), ("val", "-")):
-                    stats = cell[cell["split"] == split].groupby("epoch")["loss"].agg(["mean", "min", "max", "count"])
-                    ax.plot(stats.index, stats["mean"], style, color=SKIP_COLOURS[skip],
+                    cell = stats.get((*key, skip, split))
+                    if cell is None:
+                        continue
+                    ax.plot(cell["epoch"], cell["mean"], style, color=SKIP_COLOURS[skip],
                             label=f"{split}, {SKIP_NAMES[skip]}")
-                    if len(stats) and stats["count"].max() > 1:
-                        ax.fill_between(stats.index, stats["min"], stats["max"], color=SKIP_COLOURS[skip], alpha=0.2,
+                    if cell["count"].max() > 1:
+                        ax.fill_between(cell["epoch"], cell["min"], cell["max"], color=SKIP_COLOURS[skip], alpha=0.2,
                                         linewidth=0)
-                if len(cell) and not np.isfinite(cell["loss"]).all():
+                if diverged.get((*key, skip), False):
                     ax.text(0.97, 0.9 - 0.12 * skip, f"{SKIP_NAMES[skip]}: diverged", transform=ax.transAxes,
                             ha="right", fontsize=5, color=SKIP_COLOURS[skip])
+            ax.set_xlim(curves["epoch"].min(), curves["epoch"].max())
             ax.set_ylim(0, upper)
-            if i == 0:
-                ax.set_title(bn_title(bn_every))
-            if j == 0:
-                ax.set_ylabel(f"depth {depth}\nloss")
-            if i == len(depths) - 1:
-                ax.set_xlabel("epoch")
+            _label_grid(ax, i, j, len(depths), f"depth {depth}\nloss", bn_title(bn_every))
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.01))
-    fig.tight_layout(pad=0.3, rect=(0, 0.04, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return _save(fig, path)
 
 
