@@ -271,7 +271,10 @@ def best_model_findings(test_score: pd.DataFrame, summary: pd.DataFrame) -> list
     numbers = {name: float(row[name]) for name in ("test_accuracy", "ci_low", "ci_high", "test_loss", "n_test",
                                                      "epoch")}
     match = summary[summary["cell"] == cell]
-    numbers["best_val_loss"] = float(match["best_val_loss"].iloc[0]) if len(match) else math.nan
+    if "val_loss" in row.index:  # the chosen seed and epoch's own validation loss
+        numbers["best_val_loss"] = float(row["val_loss"])
+    else:
+        numbers["best_val_loss"] = float(match["best_val_loss"].iloc[0]) if len(match) else math.nan
     numbers["seed"] = float(row["seed"])
     criterion = str(row["criterion"]) if "criterion" in row.index else "lowest validation loss"
     return [Finding("best_model", (cell,), numbers, detail={"criterion": criterion})]
