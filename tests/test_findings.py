@@ -1,4 +1,5 @@
 """The commentary rules on hand-made tables: each kind of finding, the seed-protocol artefact, and the wording."""
+import dataclasses
 import math
 import re
 
@@ -140,3 +141,30 @@ def test_no_overfitting_is_said_when_no_gap_is_wide(results_dir, config):
     assert not [f for f in findings if f.kind == "overfitting"]
     assert [f for f in findings if f.kind == "no_overfitting"][0].numbers["gap"] == pytest.approx(0.5)
     assert math.isfinite(thresholds.overfit_gap)
+
+
+def test_vanishing_is_worded_with_the_ratio_and_the_factor_per_layer(results_dir, config):
+    text = report_text(results_dir, config)
+    assert "Vanishing: yes. In 1 cell" in text
+    assert "depth 10, no BN, no skip (1.0e-04 of depth 2, a factor 0.316 per layer)" in text
+
+
+def test_growth_beyond_the_exploding_ratio_without_overflow_is_exploding():
+    findings = gradient_findings(gradient_metrics_table({(5, None, True): (500.0, 500.0, 0.0, 0.95)}), Thresholds())
+    exploding = kinds(findings, "exploding")
+    assert exploding[Cell(5, None, True)].numbers["per_layer_factor"] == pytest.approx(500 ** (1 / 3))
+
+
+def test_no_exploding_is_said_with_the_largest_ratio_when_nothing_overflows(tmp_path, config):
+    calm = {(10, None, True): (5.0, 5.0, 0.0, 0.95), (5, None, True): (2.0, 2.0, 0.0, 0.95)}
+    write_results(tmp_path, metric_overrides=calm)
+    text = report_text(tmp_path, config)
+    assert "Exploding: no. No gradient overflows" in text
+    assert "the largest ratio is 5.0e+00 (depth 10, no BN, skip)" in text
+
+
+def test_effects_smaller_than_the_minimum_difference_are_no_clear_effect(results_dir, config):
+    wide_margin = dataclasses.replace(config, thresholds=Thresholds(overfit_gap=5.0))
+    effects = [f for f in all_findings(load_tables(results_dir), wide_margin.thresholds) if f.kind.startswith("effect_")]
+    assert effects and all(f.detail["direction"] == "similar" for f in effects)
+    assert "Effect of skip connections: no clear effect on the generalisation gap" in report_text(results_dir, wide_margin)

@@ -122,3 +122,15 @@ def test_sci_filter_prints_missing_as_a_dash_and_infinity_as_overflow(value, exp
 def test_pct_and_num_filters():
     assert render.pct(0.8534) == "85.3%" and render.pct(math.nan) == "—"
     assert render.num(0.12345) == "0.123" and render.num(3.0, 0) == "3" and render.num(None) == "—"
+
+
+def test_missing_changes_json_renders_as_no_previous_build(results_dir, config):
+    tables = load_tables(results_dir)
+    context = build_context(config, tables, all_findings(tables, config.thresholds), FIGURES,
+                            read_json(results_dir / "manifest.json"), None)
+    assert "No previous build: nothing to compare with." in render_html(make_environment(), context)
+
+
+def test_moved_metrics_are_listed_in_the_appendix(results_dir, config):
+    html = render_html(make_environment(), context_for(results_dir, config))
+    assert "depth 3, no BN, skip, seed 0" in html and "4.000e-01" in html and "3.500e-01" in html
