@@ -42,6 +42,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cells", type=int, default=None, help="time N cells spread evenly over the grid (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the config's 20)")
     parser.add_argument("--skip-reference", action="store_true", help="time only train_cell")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both implementations (default: torch's choice); on a "
+                             "shared machine 1 avoids OpenMP spin-waits behind other processes")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="train cells in W forked processes sharing the threads (what a pipeline could do)")
     return parser.parse_args()
 
 
@@ -157,6 +162,8 @@ def max_curve_difference(ours, reference) -> float:
 def main() -> None:
     args = parse_args()
     config = CifarConfig()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.epochs is not None:
         config = dataclasses.replace(config, n_epochs=args.epochs)
     start = time.perf_counter()
@@ -168,13 +175,11 @@ def main() -> None:
     warm_up(config, data)
     gflops_matmul = matmul_gflops()
 
-    ours, epochs_run, start = {}, {}, time.perf_counter()
-    for cell in cells:
-        result = train_cell(cell, config, data, "cpu")
-        ours[cell] = curve_values(result)
-        epochs_run[cell] = int(result.tables["cells"]["epochs_run"].iloc[0])
+    start = time.perf_counter()
+    ours, epochs_run = run_cells(cells, config, data, args.workers)
     seconds_ours = time.perf_counter() - start
-    peak_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
+    peak_ours = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    peak_ours /= 2**20  # KiB -> GiB on Linux; for workers, the largest single process
 
     flops = sum(cell_flops(cell, config, data, epochs_run[cell]) for cell in cells)
     floor = flops / (gflops_matmul * 1e9)
@@ -183,7 +188,7 @@ def main() -> None:
           f"epochs run (divergence stops early): {sum(epochs_run.values())}")
     print(f"matmul (512x3072)@(3072x64): {gflops_matmul:.1f} GFLOP/s")
     print(f"arithmetic: {flops / 1e12:.3f} TFLOP -> floor {floor:.1f} s at the matmul rate")
-    print(f"train_cell: {seconds_ours:.1f} s ({flops / seconds_ours / 1e9:.1f} GFLOP/s, {seconds_ours / floor:.2f}x floor)"
+    print(f"train_cell ({args.workers} process(es)): {seconds_ours:.1f} s ({flops / seconds_ours / 1e9:.1f} GFLOP/s, {seconds_ours / floor:.2f}x floor)"
           f"; whole grid extrapolated: {seconds_ours * scale:.0f} s")
     print(f"peak memory after train_cell: {peak_ours:.2f} GiB (ru_maxrss, includes the decoded data)")
     if args.skip_reference:
@@ -198,6 +203,34 @@ def main() -> None:
     print(f"ratio literal / train_cell: {seconds_reference / seconds_ours:.2f}x")
     print(f"largest |difference| between the two implementations' curves: {difference:.2e}")
     print(f"peak memory (whole run): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+_SHARED: dict = {}  # what forked workers inherit: config and data, never pickled
+
+
+def run_cells(cells: list[Cell], config: CifarConfig, data: CifarData, workers: int) -> tuple[dict, dict]:
+    """Train every cell with train_cell, serially or in forked single-purpose workers; return curves, epochs run."""
+    _SHARED.update(config=config, data=data, threads=max(1, torch.get_num_threads() // workers))
+    if workers <= 1:
+        outcomes = [train_one(cell) for cell in cells]
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers, initializer=limit_threads) as pool:
+            outcomes = pool.map(train_one, cells, chunksize=1)
+    return ({c: curve for c, (curve, _) in zip(cells, outcomes)},
+            {c: epochs for c, (_, epochs) in zip(cells, outcomes)})
+
+
+def limit_threads() -> None:
+    """Give each worker its share of the intra-op threads."""
+    torch.set_num_threads(_SHARED["threads"])
+
+
+def train_one(cell: Cell) -> tuple[list, int]:
+    """Train one cell; return its curve and the number of epochs run."""
+    result = train_cell(cell, _SHARED["config"], _SHARED["data"], "cpu")
+    return curve_values(result), int(result.tables["cells"]["epochs_run"].iloc[0])
 
 
 def warm_up(config: CifarConfig, data: CifarData) -> None:
