@@ -148,7 +148,8 @@ def gradient_section(findings: list[Finding], figure, config: Config, manifest: 
                                f"initialisations ({protocol} protocol)."),
         })
     differences = [{**_item(f.cells[0], f.numbers), "seed": VERDICTS[f.detail["seed"]],
-                    "per_sample": VERDICTS[f.detail["per_sample"]]} for f in findings if f.kind == "protocol_difference"]
+                    "per_sample": VERDICTS[f.detail["per_sample"]]}
+                   for f in findings if f.kind == "protocol_difference"]
     thresholds = config.thresholds
     return {"protocols": protocols, "differences": differences,
             "agreement": any(f.kind == "protocol_agreement" for f in findings),

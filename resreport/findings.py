@@ -203,7 +203,7 @@ def _final_val(curves: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
 def cifar_findings(cells: pd.DataFrame, curves: pd.DataFrame, test_score: pd.DataFrame, thresholds: Thresholds,
                    chance: float = 0.5) -> list[Finding]:
-    """Return diverged, failed-to-train and overfitting cells, the effects of skip, BatchNorm and depth, and the best model."""
+    """Return diverged, failed and overfitting cells, the effects of skip, BatchNorm and depth, and the best model."""
     summary = cifar_summary(cells, curves)
     findings: list[Finding] = []
     trained = []

@@ -165,6 +165,8 @@ def test_no_exploding_is_said_with_the_largest_ratio_when_nothing_overflows(tmp_
 
 def test_effects_smaller_than_the_minimum_difference_are_no_clear_effect(results_dir, config):
     wide_margin = dataclasses.replace(config, thresholds=Thresholds(overfit_gap=5.0))
-    effects = [f for f in all_findings(load_tables(results_dir), wide_margin.thresholds) if f.kind.startswith("effect_")]
+    findings = all_findings(load_tables(results_dir), wide_margin.thresholds)
+    effects = [f for f in findings if f.kind.startswith("effect_")]
     assert effects and all(f.detail["direction"] == "similar" for f in effects)
-    assert "Effect of skip connections: no clear effect on the generalisation gap" in report_text(results_dir, wide_margin)
+    text = report_text(results_dir, wide_margin)
+    assert "Effect of skip connections: no clear effect on the generalisation gap" in text
