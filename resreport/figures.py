@@ -62,7 +62,7 @@ def plot_gradient_curves(gradients: pd.DataFrame, protocol: str, path: Path) -> 
     curves = mean_curves(gradients, protocol)
     depths, bns = sorted(curves["depth"].unique()), bn_values(curves.replace({"bn_every": {0: None}}))
     cells = dict(iter(curves.groupby(["depth", "bn_every", "skip"])))
-    fig, axes = _grid_figure(len(depths), len(bns), 0.95, "x")
+    fig, axes = _grid_figure(len(depths), len(bns), 1.2, "x")
     for i, depth in enumerate(depths):
         for j, bn_every in enumerate(bns):
             ax = axes[i][j]
