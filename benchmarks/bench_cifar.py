@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resreport.cells import Cell  # noqa: E402
-from resreport.cifar import build_model, cell_seed, cifar_cells, train_cell  # noqa: E402
+from resreport.cifar import (build_model, cell_seed, cifar_cells, score_on_test, select_best_model,  # noqa: E402
+                             train_cell)
 from resreport.config import CifarConfig  # noqa: E402
 from resreport.data import CifarData, load_cifar  # noqa: E402
 
@@ -176,10 +177,12 @@ def main() -> None:
     gflops_matmul = matmul_gflops()
 
     start = time.perf_counter()
-    ours, epochs_run = run_cells(cells, config, data, args.workers)
+    results = run_cells(cells, config, data, args.workers)
     seconds_ours = time.perf_counter() - start
     peak_ours = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     peak_ours /= 2**20  # KiB -> GiB on Linux; for workers, the largest single process
+    ours = {cell: curve_values(result) for cell, result in results.items()}
+    epochs_run = {cell: int(result.tables["cells"]["epochs_run"].iloc[0]) for cell, result in results.items()}
 
     flops = sum(cell_flops(cell, config, data, epochs_run[cell]) for cell in cells)
     floor = flops / (gflops_matmul * 1e9)
@@ -191,6 +194,7 @@ def main() -> None:
     print(f"train_cell ({args.workers} process(es)): {seconds_ours:.1f} s ({flops / seconds_ours / 1e9:.1f} GFLOP/s, {seconds_ours / floor:.2f}x floor)"
           f"; whole grid extrapolated: {seconds_ours * scale:.0f} s")
     print(f"peak memory after train_cell: {peak_ours:.2f} GiB (ru_maxrss, includes the decoded data)")
+    report_selection(results, config, data)
     if args.skip_reference:
         return
     reference, start = {}, time.perf_counter()
@@ -208,8 +212,8 @@ def main() -> None:
 _SHARED: dict = {}  # what forked workers inherit: config and data, never pickled
 
 
-def run_cells(cells: list[Cell], config: CifarConfig, data: CifarData, workers: int) -> tuple[dict, dict]:
-    """Train every cell with train_cell, serially or in forked single-purpose workers; return curves, epochs run."""
+def run_cells(cells: list[Cell], config: CifarConfig, data: CifarData, workers: int) -> dict:
+    """Train every cell with train_cell, serially or in forked workers; return {cell: CellResult}."""
     _SHARED.update(config=config, data=data, threads=max(1, torch.get_num_threads() // workers))
     if workers <= 1:
         outcomes = [train_one(cell) for cell in cells]
@@ -218,8 +222,7 @@ def run_cells(cells: list[Cell], config: CifarConfig, data: CifarData, workers: 
 
         with multiprocessing.get_context("fork").Pool(workers, initializer=limit_threads) as pool:
             outcomes = pool.map(train_one, cells, chunksize=1)
-    return ({c: curve for c, (curve, _) in zip(cells, outcomes)},
-            {c: epochs for c, (_, epochs) in zip(cells, outcomes)})
+    return dict(zip(cells, outcomes))
 
 
 def limit_threads() -> None:
@@ -227,10 +230,20 @@ def limit_threads() -> None:
     torch.set_num_threads(_SHARED["threads"])
 
 
-def train_one(cell: Cell) -> tuple[list, int]:
-    """Train one cell; return its curve and the number of epochs run."""
-    result = train_cell(cell, _SHARED["config"], _SHARED["data"], "cpu")
-    return curve_values(result), int(result.tables["cells"]["epochs_run"].iloc[0])
+def train_one(cell: Cell):
+    """Train one cell with the shared config and data."""
+    return train_cell(cell, _SHARED["config"], _SHARED["data"], "cpu")
+
+
+def report_selection(results: dict, config: CifarConfig, data: CifarData) -> None:
+    """Print the cells that diverged, the model chosen on validation loss, and its single test score."""
+    diverged = [cell.label for cell, result in results.items() if result.tables["cells"]["diverged"].iloc[0]]
+    best = select_best_model(results)
+    score = score_on_test(best, results[best], config, data, "cpu")["test_score"].iloc[0]
+    print(f"diverged: {', '.join(diverged) or 'none'}")
+    print(f"chosen on validation loss: {best.label}, epoch {score['epoch']}: val loss {score['val_loss']:.4f}, "
+          f"val accuracy {score['val_accuracy']:.4f}; test accuracy {score['test_accuracy']:.4f} "
+          f"[{score['ci_low']:.4f}, {score['ci_high']:.4f}], test loss {score['test_loss']:.4f}, n={score['n_test']}")
 
 
 def warm_up(config: CifarConfig, data: CifarData) -> None:
