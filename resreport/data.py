@@ -207,14 +207,14 @@ def fingerprint_files(data_dir: Path, files: dict[str, list[tuple[Path, int]]], 
 
 def decode_images(paths: list[Path]) -> torch.Tensor:
     """Decode image files into one uint8 (N, 32, 32, 3) tensor; name the file that fails."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     images = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
                 array = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
             raise DataError(f"cannot decode image {path}: {error}; replace or delete the file") from None
         if array.shape != IMAGE_SHAPE:
             raise DataError(f"image {path} is {array.shape[1]}x{array.shape[0]}, expected 32x32 (CIFAR-10)")

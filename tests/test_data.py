@@ -112,6 +112,15 @@ def test_undecodable_image_is_a_data_error_naming_the_file(tmp_path):
         load_cifar(tiny_config(), folder, tmp_path / "cache")
 
 
+def test_truncated_jpeg_is_a_data_error_naming_the_file(tmp_path):
+    folder = write_image_folder(tmp_path / "data")
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(tmp_path / "whole.jpg")
+    content = (tmp_path / "whole.jpg").read_bytes()
+    (folder / "test" / "airplane" / "cut.jpg").write_bytes(content[: len(content) // 2])
+    with pytest.raises(DataError, match="cut.jpg"):
+        load_cifar(tiny_config(), folder, tmp_path / "cache")
+
+
 def test_second_load_reuses_the_cache_without_decoding(tmp_path, monkeypatch):
     folder = write_image_folder(tmp_path / "data")
     first = load_cifar(tiny_config(), folder, tmp_path / "cache")
