@@ -92,6 +92,7 @@ class Thresholds:
     artefact_abs_grad: float = 1e-4  # seed-protocol |grad| below this with BatchNorm before the output: artefact
     chance_margin: float = 0.05  # validation accuracy within this of chance: failed to train
     overfit_gap: float = 0.1  # final validation minus training loss above this: overfitting
+    effect_min_gap: float = 0.05  # mean generalisation-gap difference between groups below this: no clear effect
     change_rtol: float = 0.05  # changes.md: a metric moved when its relative change exceeds this
 
     def validate(self) -> None:

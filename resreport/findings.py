@@ -233,7 +233,7 @@ def effect_findings(trained: pd.DataFrame, thresholds: Thresholds) -> list[Findi
     """Compare the mean generalisation gap across skip, BatchNorm and depth among cells that trained."""
     if trained.empty:
         return []
-    min_difference = getattr(thresholds, "effect_min_gap", thresholds.overfit_gap / 2)
+    min_difference = thresholds.effect_min_gap
     trained = trained.assign(has_bn=[c.bn_every is not None for c in trained["cell"]])
     out = []
     for kind, column in (("effect_of_skip", "skip"), ("effect_of_batchnorm", "has_bn"), ("effect_of_depth", "depth")):

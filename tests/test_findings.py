@@ -164,7 +164,7 @@ def test_no_exploding_is_said_with_the_largest_ratio_when_nothing_overflows(tmp_
 
 
 def test_effects_smaller_than_the_minimum_difference_are_no_clear_effect(results_dir, config):
-    wide_margin = dataclasses.replace(config, thresholds=Thresholds(overfit_gap=5.0))
+    wide_margin = dataclasses.replace(config, thresholds=Thresholds(effect_min_gap=5.0))
     findings = all_findings(load_tables(results_dir), wide_margin.thresholds)
     effects = [f for f in findings if f.kind.startswith("effect_")]
     assert effects and all(f.detail["direction"] == "similar" for f in effects)
