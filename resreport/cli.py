@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as error:
-        if _is_data_error(error):
+        if isinstance(error, _run_failures()):
             print(f"resreport: error: {error}", file=sys.stderr)
             return EXIT_FAILED
         raise
@@ -190,9 +190,9 @@ def _finish(report, out: Path, rendered: bool) -> int:
     return 0
 
 
-def _is_data_error(error: Exception) -> bool:
-    try:
-        from resreport.data import DataError
-    except ImportError:
-        return False
-    return isinstance(error, DataError)
+def _run_failures() -> tuple[type[Exception], ...]:
+    """Return the errors that mean the run failed for a stated reason (exit 1 with the message, no traceback)."""
+    from resreport.data import DataError
+    from resreport.render import RenderError
+
+    return DataError, RenderError
