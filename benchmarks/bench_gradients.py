@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_gradients.py            # the full grid (60 cells), ~3 minutes here
     .venv/bin/python benchmarks/bench_gradients.py --cells 6  # a spread of 6 cells, a quick look
+    .venv/bin/python benchmarks/bench_gradients.py --threads 1  # one intra-op thread (shared machine)
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="time N cells spread evenly over the lab's grid (default: all 60)")
     parser.add_argument("--device", default="cpu", help="device for the fast path (the literal loop is CPU)")
     parser.add_argument("--repeats", type=int, default=20, help="repeats of the reference bmm")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both paths (default: torch's choice); on a shared, "
+                             "loaded machine 1 avoids threads waiting on each other at every op")
     return parser.parse_args(argv)
 
 
@@ -102,6 +106,8 @@ def peak_memory_gib() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     config = GradientConfig()
     cells = select_cells(config, args.cells)
     print(f"reproduce: {shlex.join([sys.executable, *sys.argv])}")
@@ -111,24 +117,28 @@ def main(argv: list[str] | None = None) -> None:
     warm_up = Cell(5, 1, True)
     vectorised_gradients(warm_up, config, args.device)
     literal_gradient_cell(warm_up, config)
-    bmm_gflops = reference_bmm_gflops(config, args.repeats, args.device)
-
+    bmm_before = reference_bmm_gflops(config, args.repeats, args.device)
     fast_compute, fast_tables, nonfinite = time_fast_path(cells, config, args.device)
     fast_peak = peak_memory_gib()
-    literal = time_literal_loop(cells, config)
+    bmm_after = reference_bmm_gflops(config, args.repeats, args.device)
 
+    bmm_gflops = (bmm_before + bmm_after) / 2  # the machine is shared: take the rate around the timed region
     flops = fast_path_flops(cells, config)
     floor = flops / (bmm_gflops * 1e9)
+    print(f"reference:    {bmm_gflops:8.1f} GFLOP/s torch.bmm ({config.n_inits}, {config.n_points}, {config.n_hid})"
+          f" x ({config.n_inits}, {config.n_hid}, {config.n_hid}) ({bmm_before:.1f} before, {bmm_after:.1f} after)")
     print(f"fast path:    {fast_compute:8.2f} s gradients + {fast_tables:.2f} s tables and metrics "
           f"(non-finite gradients: {nonfinite:.2%})")
-    print(f"literal loop: {literal:8.2f} s gradients")
-    print(f"speed-up:     {literal / fast_compute:8.2f}x (literal / fast, gradients)")
     print(f"fast FLOPs:   {flops / 1e12:8.3f} TFLOP (matmuls) -> {flops / fast_compute / 1e9:.1f} GFLOP/s achieved")
-    print(f"reference:    {bmm_gflops:8.1f} GFLOP/s torch.bmm ({config.n_inits}, {config.n_points}, {config.n_hid})"
-          f" x ({config.n_inits}, {config.n_hid}, {config.n_hid})")
     print(f"floor:        {floor:8.2f} s at the reference rate -> fast path at {fast_compute / floor:.2f}x floor "
           f"({(fast_compute + fast_tables) / floor:.2f}x with tables)")
-    print(f"peak memory:  {fast_peak:8.2f} GiB after the fast path, {peak_memory_gib():.2f} GiB in all (ru_maxrss)")
+    print(f"peak memory:  {fast_peak:8.2f} GiB after the fast path (ru_maxrss)", flush=True)
+
+    literal = time_literal_loop(cells, config)
+    print(f"literal loop: {literal:8.2f} s gradients")
+    print(f"speed-up:     {literal / fast_compute:8.2f}x (literal / fast, gradients)")
+    print(f"peak memory:  {peak_memory_gib():8.2f} GiB in all, literal loop included (ru_maxrss)")
+    print(f"load average: {os.getloadavg()[0]:8.2f} at the end (2 cores; other work on the machine slows both paths)")
 
 
 if __name__ == "__main__":
