@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn, optim
+from torch.nn import functional as F
 
 from resreport import gradient_metrics
 from resreport.cells import Cell, CellResult, grid_cells
@@ -196,11 +197,13 @@ def stack_nets(nets: list[MyNet]) -> StackedNets:
         use_skip=nets[0].use_skip)
 
 
-def normalise_over_points(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return xhat and rstd of h (n_inits, n_points, n_hid) with train-mode BatchNorm's biased batch variance."""
-    centred = h - h.mean(dim=1, keepdim=True)  # two passes: torch.var_mean over dim 1 is ~20x slower on CPU
-    rstd = torch.rsqrt((centred * centred).mean(dim=1, keepdim=True) + BN_EPS)  # (n_inits, 1, n_hid)
-    return centred * rstd, rstd
+def batch_norm_stacked(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Apply train-mode BatchNorm to h (n_inits, n_points, n_hid): each init's units over the points."""
+    n_inits, n_points, n_hid = h.shape
+    flat = h.transpose(0, 1).reshape(n_points, n_inits * n_hid)  # one BatchNorm channel per (init, unit)
+    # torch's fused kernel (biased variance, eps 1e-5): a few ops per layer instead of ~25 under autograd
+    out = F.batch_norm(flat, None, None, gamma.reshape(-1), beta.reshape(-1), training=True, eps=BN_EPS)
+    return out.reshape(n_points, n_inits, n_hid).transpose(0, 1)
 
 
 def forward_stacked(nets: StackedNets, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +214,7 @@ def forward_stacked(nets: StackedNets, x: torch.Tensor) -> torch.Tensor:
             z = torch.relu(torch.baddbmm(nets.b_hid[k - 2][:, None, :], h, nets.w_hid[k - 2].transpose(1, 2)))
             h = h + z if nets.use_skip else z
         if k in nets.gamma:
-            h = normalise_over_points(h)[0] * nets.gamma[k][:, None, :] + nets.beta[k][:, None, :]
+            h = batch_norm_stacked(h, nets.gamma[k], nets.beta[k])
     return torch.bmm(h, nets.w_out[:, :, None])[..., 0] + nets.b_out[:, None]
 
 
