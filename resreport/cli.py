@@ -97,6 +97,9 @@ def _add_compute_options(parser: argparse.ArgumentParser, with_force: bool = Tru
                         help="torch device (default: auto = cuda when available, else cpu)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="train every CIFAR cell with N seeds (default: cifar.n_seeds in the config, 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's choice, one per core); on a busy shared machine "
+                        "--threads 1 avoids threads spin-waiting for each other")
     if with_force:
         parser.add_argument("--force", action="store_true", help="recompute every cell, ignoring the cache")
 
@@ -112,6 +115,12 @@ def _options(args):
     from resreport.device import choose_device
     from resreport.pipeline import BuildOptions
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = args.data if args.data is not None else os.environ.get(DATA_ENV) or None
     return BuildOptions(out=args.out, data_dir=Path(data) if data else None, device=choose_device(args.device),
                         force=getattr(args, "force", False))
