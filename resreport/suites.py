@@ -10,7 +10,7 @@ from resreport.config import CifarConfig, GradientConfig
 
 GRID_FIELDS = ("depths", "bn_every", "use_skip", "n_seeds")  # the grid names cells; it is not part of a cell's key
 
-GRADIENT_MODULES = ["cells.py", "layout.py", "models.py", "gradients.py", "gradient_metrics.py"]
+GRADIENT_MODULES = ["cells.py", "layout.py", "models.py", "gradients.py", "stacked.py", "gradient_metrics.py"]
 CIFAR_MODULES = ["cells.py", "layout.py", "models.py", "data.py", "cifar.py"]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from resreport import gradients
+from resreport import gradients, stacked
 from resreport.cells import Cell
 from resreport.config import GradientConfig
 from resreport.models import MyNet
@@ -57,7 +57,7 @@ def test_stacked_gradient_pass_equals_autograd_on_the_same_trained_nets_in_float
     x = gradients.input_points(SMALL)
     literal = {"seed": np.stack([gradients.seed_gradient(net, x).numpy() for net in nets]),
                "per_sample": np.stack([gradients.per_sample_gradient(net, x).numpy() for net in nets])}
-    fast = gradients.input_gradients_stacked(gradients.stack_nets(nets), x[:, 0])
+    fast = stacked.input_gradients_stacked(stacked.stack_nets(nets), x[:, 0])
     assert relative_error({p: g.numpy() for p, g in fast.items()}, literal) < 1e-4
 
 
@@ -67,22 +67,22 @@ def test_drawn_parameters_equal_instantiated_mynets_bit_for_bit(cell):
     nets = [MyNet(1, 16, 1, cell.depth, cell.bn_every, cell.use_skip) for _ in range(3)]
     after_instantiating = torch.rand(1)
     torch.manual_seed(7)
-    drawn = gradients.draw_stacked_nets(cell, n_inits=3, n_hid=16)
+    drawn = stacked.draw_stacked_nets(cell, n_inits=3, n_hid=16)
     assert torch.equal(torch.rand(1), after_instantiating)  # the RNG was consumed identically
-    for mine, theirs in zip(drawn.parameters(), gradients.stack_nets(nets).parameters(), strict=True):
+    for mine, theirs in zip(drawn.parameters(), stacked.stack_nets(nets).parameters(), strict=True):
         assert torch.equal(mine, theirs)
 
 
 def test_stacked_training_step_equals_train_one_epoch(float64):
     torch.manual_seed(3)
     nets = [MyNet(1, 16, 1, 5, 2, use_skip=False) for _ in range(2)]
-    stacked = gradients.stack_nets(nets)
-    gradients.train_stacked(stacked, lr=0.1, n_train_points=10)
+    batched = stacked.stack_nets(nets)
+    stacked.train_stacked(batched, lr=0.1, n_train_points=10)
     for net in nets:
         gradients.train_one_epoch(net)
-    for mine, theirs in zip(stacked.parameters(), gradients.stack_nets(nets).parameters(), strict=True):
+    for mine, theirs in zip(batched.parameters(), stacked.stack_nets(nets).parameters(), strict=True):
         assert torch.allclose(mine, theirs, rtol=1e-10, atol=1e-12)
-    assert not torch.equal(stacked.w_hid[0], gradients.draw_stacked_nets(Cell(5, 2, False), 2, 16).w_hid[0])
+    assert not torch.equal(batched.w_hid[0], stacked.draw_stacked_nets(Cell(5, 2, False), 2, 16).w_hid[0])
 
 
 def batchnorm_net_with_random_affine() -> MyNet:
