@@ -1,6 +1,8 @@
 """Render report.html and report.pdf from the results folder alone, publishing both only when both succeed."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 TABLES = ("gradients", "gradient_metrics", "curves", "cells", "test_score", "confusion")
+FIGURE_TABLES = ("gradients", "gradient_metrics", "curves", "confusion")  # what figures.py plots
+FIGURES_RECORD = "figures.json"  # beside the published figures: the key they were drawn for
 DASH = "—"
 
 
@@ -122,10 +126,36 @@ def publish(staging: Path, out_dir: Path) -> None:
         os.replace(staging / name, out_dir / name)
 
 
-def render_report(results_dir: Path, out_dir: Path, config: Config) -> dict:
-    """Render out_dir/report.html and report.pdf from results_dir; return their paths and seconds per step."""
+def figures_key(results_dir: Path) -> str:
+    """Hash what the figures are drawn from: the tables they plot, figures.py and matplotlib's version."""
+    import matplotlib
+
+    sha = hashlib.sha256(matplotlib.__version__.encode())
+    sha.update((Path(__file__).parent / "figures.py").read_bytes())
+    for name in FIGURE_TABLES:
+        sha.update((Path(results_dir) / f"{name}.parquet").read_bytes())
+    return sha.hexdigest()
+
+
+def draw_or_reuse_figures(tables: dict, results_dir: Path, out_dir: Path, staging: Path) -> dict[str, str]:
+    """Draw the figures into staging/figures, or copy the published ones when their inputs are unchanged."""
     from resreport.figures import draw_figures  # matplotlib import is slow; keep `import resreport.render` light
 
+    key = figures_key(results_dir)
+    record = out_dir / "figures" / FIGURES_RECORD
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        if previous["key"] == key:
+            shutil.copytree(out_dir / "figures", staging / "figures")
+            log.info("figures unchanged since the last render; reusing them")
+            return previous["drawn"]
+    drawn = draw_figures(tables, staging / "figures")
+    (staging / "figures" / FIGURES_RECORD).write_text(json.dumps({"key": key, "drawn": drawn}))
+    return drawn
+
+
+def render_report(results_dir: Path, out_dir: Path, config: Config) -> dict:
+    """Render out_dir/report.html and report.pdf from results_dir; return their paths and seconds per step."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -139,7 +169,7 @@ def render_report(results_dir: Path, out_dir: Path, config: Config) -> dict:
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir))
     try:
         start = time.perf_counter()
-        figures = draw_figures(tables, staging / "figures")
+        figures = draw_or_reuse_figures(tables, results_dir, out_dir, staging)
         seconds["figures"] = time.perf_counter() - start
         start = time.perf_counter()
         html = render_html(make_environment(), build_context(config, tables, findings, figures, manifest, changes))

@@ -134,3 +134,22 @@ def test_missing_changes_json_renders_as_no_previous_build(results_dir, config):
 def test_moved_metrics_are_listed_in_the_appendix(results_dir, config):
     html = render_html(make_environment(), context_for(results_dir, config))
     assert "depth 3, no BN, skip, seed 0" in html and "4.000e-01" in html and "3.500e-01" in html
+
+
+def test_figures_are_redrawn_only_when_the_tables_they_plot_change(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import resreport.figures
+    from conftest import fixture_config, write_results
+
+    write_results(tmp_path / "results", changes=None)
+    render.render_report(tmp_path / "results", tmp_path, fixture_config())
+    drawn = []
+    real_draw = resreport.figures.draw_figures
+    monkeypatch.setattr(resreport.figures, "draw_figures", lambda *args: drawn.append(1) or real_draw(*args))
+    render.render_report(tmp_path / "results", tmp_path, fixture_config())
+    assert drawn == [] and (tmp_path / "figures" / "loss_curves.png").is_file()
+    curves = pd.read_parquet(tmp_path / "results" / "curves.parquet")
+    curves.assign(loss=curves["loss"] * 2).to_parquet(tmp_path / "results" / "curves.parquet", index=False)
+    render.render_report(tmp_path / "results", tmp_path, fixture_config())
+    assert drawn == [1]
