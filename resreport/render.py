@@ -156,7 +156,7 @@ def draw_or_reuse_figures(tables: dict, results_dir: Path, out_dir: Path, stagin
 
 def render_report(results_dir: Path, out_dir: Path, config: Config) -> dict:
     """Render out_dir/report.html and report.pdf from results_dir; return their paths and seconds per step."""
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    results_dir, out_dir = Path(results_dir).resolve(), Path(out_dir).resolve()  # file URIs need absolute paths
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     start = time.perf_counter()

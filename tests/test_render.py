@@ -153,3 +153,14 @@ def test_figures_are_redrawn_only_when_the_tables_they_plot_change(tmp_path, mon
     curves.assign(loss=curves["loss"] * 2).to_parquet(tmp_path / "results" / "curves.parquet", index=False)
     render.render_report(tmp_path / "results", tmp_path, fixture_config())
     assert drawn == [1]
+
+
+def test_render_accepts_a_relative_output_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from conftest import fixture_config, write_results
+
+    write_results(tmp_path / "build" / "results", changes=None)
+    monkeypatch.chdir(tmp_path)
+    answer = render.render_report(Path("build/results"), Path("build"), fixture_config())
+    assert (tmp_path / "build" / "report.pdf").is_file() and answer["pdf"].is_file()
