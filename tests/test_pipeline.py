@@ -115,7 +115,8 @@ def test_failing_cell_exits_1_lists_it_and_leaves_results_and_report_untouched(p
         assert (out / name).read_bytes() == content, name
 
 
-def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
+def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path, kill):
     config = tmp_path / "report.toml"
     config.write_text("[gradients]\ndepths = [10, 25]\nbn_every = [\"none\", 5, 3, 1]\nn_inits = 10\n")
     out = tmp_path / "out"
@@ -126,8 +127,8 @@ def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path):
     deadline = time.monotonic() + 120
     while not list(records.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(kill)
+    assert process.wait() != 0
     finished = len(list(records.glob("*.json")))
     assert 1 <= finished < 16, "the kill should land mid-grid"
     assert not (out / "results").exists()
