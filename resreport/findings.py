@@ -59,11 +59,14 @@ def wide_metrics(gradient_metrics: pd.DataFrame, protocol: str) -> dict[Cell, di
 def magnitude_kind(cell: Cell, metrics: dict[str, float], protocol: str, thresholds: Thresholds) -> str | None:
     """Classify a cell's gradient size: exploding, seed_protocol_artefact, vanishing, or None (ordinary)."""
     ratio = metrics.get("ratio_to_depth2", math.nan)
-    if metrics.get("nonfinite_fraction", 0.0) > 0 or ratio > thresholds.exploding_ratio:
+    if metrics.get("nonfinite_fraction", 0.0) > 0:
         return "exploding"
+    # before the ratio test: the depth-2 baseline may itself be rounding noise (BN every 1), so rounding / rounding
     if (protocol == "seed" and batchnorm_precedes_output(cell.depth, cell.bn_every)
             and metrics.get("mean_abs_grad", math.nan) < thresholds.artefact_abs_grad):
         return "seed_protocol_artefact"
+    if ratio > thresholds.exploding_ratio:
+        return "exploding"
     if ratio < thresholds.vanishing_ratio:
         return "vanishing"
     return None

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from resreport.cells import Cell
-from resreport.config import Thresholds
+from resreport.config import Config, Thresholds
 from resreport.context import build_context
 from resreport.findings import all_findings, batchnorm_precedes_output, gradient_findings
 from resreport.render import load_tables, make_environment, render_html
@@ -53,6 +53,23 @@ def test_zero_seed_gradient_with_batchnorm_before_output_is_an_artefact_not_vani
     assert not set(artefacts) & set(kinds(findings, "vanishing"))
     assert not set(artefacts) & set(kinds(findings, "shattering"))  # rounding noise is not shattering
     assert not kinds(findings, "seed_protocol_artefact", "per_sample")
+
+
+def test_seed_artefact_over_a_rounding_noise_baseline_is_not_called_exploding():
+    # BN every 1: the depth-2 seed cell is itself zero by construction (1.8e-07), so a deeper artefact cell's
+    # rounding noise (2.2e-05) is 120 times "the baseline" without any gradient growing (the lab grid's depth 25)
+    table = gradient_metrics_table({(2, 1, False): (1.8e-7, 1.0, 0.0, 0.99),
+                                    (25, 1, False): (2.2e-5, 1.2e2 + 2, 0.0, -0.05)})
+    findings = gradient_findings(table, Thresholds())
+    assert Cell(25, 1, False) in kinds(findings, "seed_protocol_artefact")
+    assert Cell(25, 1, False) not in kinds(findings, "exploding")
+
+
+def test_report_states_the_initialisations_the_tables_hold_not_the_render_config(results_dir):
+    # `render` without --quick after `build --quick`: the default config says 30, the tables hold 2 per cell
+    text = report_text(results_dir, Config())
+    assert "for 2 initialisations" in text
+    assert "for 30 initialisations" not in text
 
 
 def test_artefact_is_reported_with_per_sample_numbers_in_so_many_words(results_dir, config):
