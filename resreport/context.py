@@ -55,7 +55,7 @@ def build_context(config: Config, tables: dict[str, pd.DataFrame], findings: lis
     def figure(name: str, caption: str) -> Figure:
         return {"number": figure_number(), "src": f"figures/{figures[name]}", "caption": caption}
 
-    gradients = gradient_section(findings, figure, config, manifest)
+    gradients = gradient_section(findings, figure, config, manifest, n_inits=int(tables["gradients"]["init"].nunique()))
     cifar = cifar_section(tables, findings, figure, config)
     numbered_tables["comparison"] = table_number()
     numbered_tables["settings"] = table_number()
@@ -115,8 +115,11 @@ def conditions(cells: list[Cell]) -> dict[str, int]:
             "with_bn": sum(c.bn_every is not None for c in cells), "min_depth": min(depths), "max_depth": max(depths)}
 
 
-def gradient_section(findings: list[Finding], figure, config: Config, manifest: dict) -> dict[str, Any]:
-    """Group the gradient findings per protocol into commentary items, with the protocol's figures."""
+def gradient_section(findings: list[Finding], figure, config: Config, manifest: dict, n_inits: int) -> dict[str, Any]:
+    """Group the gradient findings per protocol into commentary items, with the protocol's figures.
+
+    n_inits comes from the gradients table, not the config: `render` may run with a config other than the build's.
+    """
     protocols = []
     per_sample = {f.cells[0]: f.numbers for f in findings if f.protocol == "per_sample" and f.cells}
     for protocol in PROTOCOLS:
@@ -156,7 +159,7 @@ def gradient_section(findings: list[Finding], figure, config: Config, manifest: 
             "thresholds": {"vanishing_ratio": thresholds.vanishing_ratio, "exploding_ratio": thresholds.exploding_ratio,
                            "shattered_autocorr": thresholds.shattered_autocorr,
                            "smooth_autocorr": thresholds.smooth_autocorr},
-            "n_inits": config.gradients.n_inits,
+            "n_inits": n_inits,
             "constant_curve": manifest.get("conventions", {}).get("constant_curve", "")}
 
 
