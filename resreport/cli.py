@@ -115,6 +115,8 @@ def _options(args):
     from resreport.device import choose_device
     from resreport.pipeline import BuildOptions
 
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder; pass a folder (it is created when missing)")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {args.threads}")

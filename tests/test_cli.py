@@ -32,6 +32,14 @@ def test_bad_seeds_exits_2(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
 
 
+def test_out_pointing_at_a_file_exits_2_before_any_compute(tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("precious")
+    assert main(["run", "gradients", "--quick", "--out", str(out)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert out.read_text() == "precious"
+
+
 def test_render_without_results_exits_2(tmp_path, capsys):
     assert main(["render", "--out", str(tmp_path / "empty")]) == 2
     assert "resreport build" in capsys.readouterr().err
