@@ -30,6 +30,9 @@ class GradientConfig:
 
     def validate(self) -> None:
         _check_grid("gradients", self.depths, self.bn_every, self.use_skip, min_depth=2)
+        if 2 not in self.depths:  # gradient_metrics.BASELINE_DEPTH; without it "Vanishing: no" would be unfounded
+            raise ConfigError("gradients.depths must include 2: ratio_to_depth2 and the vanishing / exploding "
+                              f"verdicts compare every cell with the depth-2 net, got {list(self.depths)}")
         _check_positive("gradients", n_hid=self.n_hid, n_inits=self.n_inits, n_points=self.n_points,
                         n_train_points=self.n_train_points, max_lag=self.max_lag, train_lr=self.train_lr)
         if not self.x_min < self.x_max:

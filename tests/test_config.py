@@ -48,6 +48,7 @@ def test_unknown_section_is_an_error(tmp_path):
 @pytest.mark.parametrize("text, key", [
     ("[gradients]\ndepths = [1, 5]\n", "gradients.depths"),
     ("[gradients]\nbn_every = [0]\n", "gradients.bn_every"),
+    ("[gradients]\ndepths = [5, 25]\n", "gradients.depths must include 2"),
     ("[gradients]\nn_inits = 0\n", "gradients.n_inits"),
     ("[gradients]\nx_min = 3.0\nx_max = -3.0\n", "gradients.x_min"),
     ("[cifar]\nval_fraction = 1.5\n", "cifar.val_fraction"),
