@@ -136,7 +136,7 @@ def load_config(path: Path | None = None, *, use_quick: bool = False, n_seeds: i
             raise ConfigError(f"config file {path} does not exist; pass --config FILE or create it")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from None
     config = _from_dict(Config, raw, "")
     if use_quick:
@@ -198,5 +198,5 @@ def _check_grid(section: str, depths, bn_every, use_skip, *, min_depth: int) -> 
 
 def _check_positive(section: str, **values) -> None:
     for name, value in values.items():
-        if value is None or value <= 0:
+        if value is None or not value > 0:  # `not >` also refuses nan, which TOML allows
             raise ConfigError(f"{section}.{name} must be positive, got {value}")

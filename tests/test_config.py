@@ -50,6 +50,8 @@ def test_unknown_section_is_an_error(tmp_path):
     ("[gradients]\nbn_every = [0]\n", "gradients.bn_every"),
     ("[gradients]\ndepths = [5, 25]\n", "gradients.depths must include 2"),
     ("[gradients]\nn_inits = 0\n", "gradients.n_inits"),
+    ("[gradients]\ntrain_lr = nan\n", "gradients.train_lr"),
+    ("[thresholds]\nchange_rtol = nan\n", "thresholds.change_rtol"),
     ("[gradients]\nx_min = 3.0\nx_max = -3.0\n", "gradients.x_min"),
     ("[cifar]\nval_fraction = 1.5\n", "cifar.val_fraction"),
     ("[cifar]\nclasses = [\"bird\"]\n", "cifar.classes"),
@@ -86,3 +88,10 @@ def test_seeds_override_applies(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().gradients.n_inits = 3
+
+
+def test_config_that_is_not_utf8_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "report.toml"
+    path.write_bytes(b'[report]\ntitle = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="report.toml"):
+        load_config(path)
