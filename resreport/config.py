@@ -92,7 +92,7 @@ class Thresholds:
     exploding_ratio: float = 1e2  # mean |grad| above this multiple of the depth-2 cell: exploding
     shattered_autocorr: float = 0.5  # mean per-initialisation lag-1 autocorrelation below this: shattered
     smooth_autocorr: float = 0.9  # at or above this: smooth
-    artefact_abs_grad: float = 1e-4  # seed-protocol |grad| below this with BatchNorm before the output: artefact
+    artefact_rel_grad: float = 1e-4  # BatchNorm before the output, seed |grad| below this x per_sample |grad|: artefact
     chance_margin: float = 0.05  # validation accuracy within this of chance: failed to train
     overfit_gap: float = 0.1  # final validation minus training loss above this: overfitting
     effect_min_gap: float = 0.05  # mean generalisation-gap difference between groups below this: no clear effect

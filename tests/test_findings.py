@@ -60,9 +60,29 @@ def test_seed_artefact_over_a_rounding_noise_baseline_is_not_called_exploding():
     # rounding noise (2.2e-05) is 120 times "the baseline" without any gradient growing (the lab grid's depth 25)
     table = gradient_metrics_table({(2, 1, False): (1.8e-7, 1.0, 0.0, 0.99),
                                     (25, 1, False): (2.2e-5, 1.2e2 + 2, 0.0, -0.05)})
+    table = with_per_sample_mean(table, Cell(25, 1, False), 2.5e2)
     findings = gradient_findings(table, Thresholds())
     assert Cell(25, 1, False) in kinds(findings, "seed_protocol_artefact")
     assert Cell(25, 1, False) not in kinds(findings, "exploding")
+
+
+def test_seed_artefact_is_judged_against_the_cells_own_per_sample_gradient():
+    # the lab grid's depth 75, BN every 1, no skip: rounding noise of 3.6 where the nets' own derivatives are 1.4e7
+    table = gradient_metrics_table({(2, 1, False): (1.8e-7, 1.0, 0.0, 0.99),
+                                    (75, 1, False): (3.6, 2.0e7, 0.0, 0.01)})
+    table = with_per_sample_mean(table, Cell(75, 1, False), 1.4e7)
+    findings = gradient_findings(table, Thresholds())
+    assert Cell(75, 1, False) in kinds(findings, "seed_protocol_artefact")
+    assert Cell(75, 1, False) not in kinds(findings, "exploding") | kinds(findings, "shattering")
+    same_size = with_per_sample_mean(table, Cell(75, 1, False), 5.0)  # not small next to per_sample: judged as is
+    assert Cell(75, 1, False) not in kinds(gradient_findings(same_size, Thresholds()), "seed_protocol_artefact")
+
+
+def with_per_sample_mean(table, cell, value):
+    """Return the table with one cell's per_sample mean |gradient| replaced."""
+    rows = ((table["depth"] == cell.depth) & (table["bn_every"] == cell.bn_every) & (table["skip"] == cell.use_skip)
+            & (table["protocol"] == "per_sample") & (table["metric"] == "mean_abs_grad"))
+    return table.assign(value=table["value"].mask(rows, value))
 
 
 def test_report_states_the_initialisations_the_tables_hold_not_the_render_config(results_dir):
