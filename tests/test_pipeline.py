@@ -115,15 +115,21 @@ def test_failing_cell_exits_1_lists_it_and_leaves_results_and_report_untouched(p
         assert (out / name).read_bytes() == content, name
 
 
+SLOW_CELLS = ("import sys, time, resreport.gradients as g; run = g.run_gradient_cell; "
+              "g.run_gradient_cell = lambda *a: (time.sleep(0.25), run(*a))[1]; "
+              "from resreport.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
 def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path, kill):
     config = tmp_path / "report.toml"
     config.write_text("[gradients]\ndepths = [2, 10, 25]\nbn_every = [\"none\", 5, 3, 1]\nn_inits = 10\n")
     n_cells = 3 * 4 * 2
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "resreport", "run", "gradients", "--config", str(config), "--out", str(out),
-               "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    arguments = ["run", "gradients", "--config", str(config), "--out", str(out), "--device", "cpu"]
+    # the first run sleeps 0.25 s per cell, so the kill lands mid-grid even on a loaded machine
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CELLS, *arguments], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     records = out / "cache" / "cells" / "gradients"
     deadline = time.monotonic() + 120
     while not list(records.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
@@ -133,7 +139,7 @@ def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path, kill):
     finished = len(list(records.glob("*.json")))
     assert 1 <= finished < n_cells, "the kill should land mid-grid"
     assert not (out / "results").exists()
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "resreport", *arguments], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     computed = int(re.search(r"gradients: (\d+) cells computed", rerun.stdout).group(1))
     assert computed == n_cells - finished
