@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as error:
-        if isinstance(error, _run_failures()):
+        if isinstance(error, (OSError, *_run_failures())):  # OSError: permissions, a full disk, a vanished file
+            log.debug("details", exc_info=True)
             print(f"resreport: error: {error}", file=sys.stderr)
             return EXIT_FAILED
         raise

@@ -1,6 +1,8 @@
 """Build the template context: labels, wide tables and commentary items from the tables, findings and manifest."""
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Any, TypedDict
 
@@ -65,7 +67,7 @@ def build_context(config: Config, tables: dict[str, pd.DataFrame], findings: lis
         "networks": networks_section(tables),
         "gradients": gradients,
         "cifar": cifar,
-        "provenance": provenance_section(manifest),
+        "provenance": provenance_section(manifest, config),
         "changes": changes_section(changes),
         "tables": numbered_tables,
     }
@@ -208,9 +210,9 @@ def _settings_rows(section: dict) -> list[dict[str, str]]:
             for name, value in section.items()]
 
 
-def provenance_section(manifest: dict) -> dict[str, Any]:
-    """Turn manifest.json into the method-and-provenance tables."""
-    config = manifest.get("config", {})
+def provenance_section(manifest: dict, render_config: Config) -> dict[str, Any]:
+    """Turn manifest.json into the method-and-provenance tables; thresholds are those this render applied."""
+    config = {**manifest.get("config", {}), "thresholds": dataclasses.asdict(render_config.thresholds)}
     fingerprints = manifest.get("fingerprints", {})
     return {
         "created": manifest.get("created", "unknown"),

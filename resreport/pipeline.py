@@ -108,6 +108,7 @@ def publish_results(out: Path, tables: dict[str, pd.DataFrame], config: Config, 
     from resreport.manifest import build_manifest
 
     results = out / "results"
+    _recover_interrupted_swap(results)
     staging = out / ".results-staging"
     shutil.rmtree(staging, ignore_errors=True)
     if results.is_dir():
@@ -148,22 +149,23 @@ def render_report(config: Config, out: Path, timings: dict) -> dict:
 def status(config: Config, options: BuildOptions) -> list[dict]:
     """Return one row per cell: suite, cell, state (cached/stale/missing/failed) and the key parts that changed."""
     from resreport.cache import CellCache
-    from resreport.data import load_cifar
+    from resreport.data import DataError, load_cifar
 
     suites: list[Suite] = [gradient_suite(config.gradients, options.device)]
-    rows = []
+    unreadable = []
     try:
         data = load_cifar(config.cifar, options.data_dir, options.out / "cache" / "data")
         suites.append(cifar_suite(config.cifar, data, options.device))
-    except ConfigError as error:  # the data fingerprint is part of every CIFAR key
-        rows.append({"suite": "cifar", "cell": f"every cell: data unavailable: {error}", "state": "unknown",
-                     "changed": []})
+    except (ConfigError, DataError) as error:  # the data fingerprint is part of every CIFAR key
+        unreadable.append({"suite": "cifar", "cell": f"every cell: data unavailable: {error}", "state": "unknown",
+                           "changed": []})
+    rows = []
     for suite in suites:
         cache = CellCache(options.out / "cache" / "cells", suite.name)
         for cell, parts in suite_key_parts(suite, options.device).items():
             state, changed = cache.state(cell, parts)
             rows.append({"suite": suite.name, "cell": cell.label, "state": state, "changed": changed})
-    return rows
+    return rows + unreadable
 
 
 @contextlib.contextmanager
@@ -195,6 +197,13 @@ def _merge_previous_manifest(results: Path, parts: dict) -> dict:
                               "data": parts["fingerprints"]["data"] or previous.get("fingerprints", {}).get("data")}
     merged["data_source"] = parts["data_source"] or previous.get("data_source")
     return merged
+
+
+def _recover_interrupted_swap(target: Path) -> None:
+    """Put the previous results back if a kill landed between _swap_folder's two renames."""
+    old = target.with_name(f".{target.name}-old")
+    if old.is_dir() and not target.exists():
+        old.rename(target)
 
 
 def _swap_folder(new: Path, target: Path) -> None:

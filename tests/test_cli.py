@@ -63,3 +63,25 @@ def test_clean_deletes_its_own_output(tmp_path):
     (out / "report.pdf").write_text("x")
     assert main(["clean", "--out", str(out)]) == 0
     assert not out.exists()
+
+
+def test_an_unwritable_output_folder_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
+    import resreport.pipeline
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out" / "cache"))
+
+    monkeypatch.setattr(resreport.pipeline, "build", refuse)
+    assert main(["run", "gradients", "--quick", "--out", str(tmp_path / "out")]) == 1
+    assert "Permission denied" in capsys.readouterr().err
+
+
+def test_status_lists_gradient_cells_even_when_an_image_does_not_decode(tmp_path, capsys):
+    from imagefolder import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", n_train=12, n_test=4)
+    (data / "train" / "bird" / "0003.png").write_bytes(b"not an image")
+    assert main(["status", "--quick", "--data", str(data), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "gradients: 0 cached, 0 stale, 12 missing, 0 failed" in printed
+    assert "data unavailable" in printed and "0003.png" in printed

@@ -145,3 +145,13 @@ def test_killed_build_resumes_with_only_the_unfinished_cells(tmp_path, kill):
     assert computed == n_cells - finished
     metrics = pd.read_parquet(out / "results" / "gradient_metrics.parquet")
     assert len(metrics[["depth", "bn_every", "skip"]].drop_duplicates()) == n_cells
+
+
+def test_results_killed_between_the_two_renames_of_a_swap_come_back(tmp_path):
+    from resreport.pipeline import _recover_interrupted_swap
+
+    old = tmp_path / ".results-old"
+    old.mkdir()
+    (old / "cells.parquet").write_bytes(b"previous")
+    _recover_interrupted_swap(tmp_path / "results")
+    assert (tmp_path / "results" / "cells.parquet").read_bytes() == b"previous"

@@ -164,3 +164,9 @@ def test_render_accepts_a_relative_output_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     answer = render.render_report(Path("build/results"), Path("build"), fixture_config())
     assert (tmp_path / "build" / "report.pdf").is_file() and answer["pdf"].is_file()
+
+
+def test_settings_table_shows_the_thresholds_the_commentary_applied(results_dir, config):
+    edited = dataclasses.replace(config, thresholds=dataclasses.replace(config.thresholds, overfit_gap=0.37))
+    settings = {section["name"]: section["rows"] for section in context_for(results_dir, edited)["provenance"]["settings"]}
+    assert any("0.37" in str(row.values()) for row in settings["thresholds"])
