@@ -52,7 +52,7 @@ def build(config: Config, options: BuildOptions, suites=SUITES, render: bool = T
         with timed(report.timings, "gradients"):
             suite = gradient_suite(config.gradients, options.device)
             outcome = report.outcomes["gradients"] = run_suite(suite, cache_root, options.device, force=options.force)
-            fingerprints["code"]["gradients"] = _code_fingerprint(suite)
+            fingerprints["code"]["gradients"] = outcome.code_fingerprint
         if not outcome.failed:
             tables.update(assemble_gradients(outcome))
     if "cifar" in suites:
@@ -64,7 +64,7 @@ def build(config: Config, options: BuildOptions, suites=SUITES, render: bool = T
         with timed(report.timings, "cifar"):
             suite = cifar_suite(config.cifar, data, options.device)
             outcome = report.outcomes["cifar"] = run_suite(suite, cache_root, options.device, force=options.force)
-            fingerprints["code"]["cifar"] = _code_fingerprint(suite)
+            fingerprints["code"]["cifar"] = outcome.code_fingerprint
         if not outcome.failed:
             with timed(report.timings, "test"):
                 tables.update(assemble_cifar(outcome, config, data, options.device))
@@ -176,12 +176,6 @@ def timed(timings: dict[str, float], stage: str):
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
-def _code_fingerprint(suite: Suite) -> str:
-    from resreport.cache import code_fingerprint
-
-    return code_fingerprint(suite.module_files)
 
 
 def _merge_previous_manifest(results: Path, parts: dict) -> dict:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SuiteOutcome:
     name: str
+    code_fingerprint: str = ""  # of the modules that computed the cells (part of every key)
     results: dict[Cell, CellResult] = field(default_factory=dict)
     computed: list[Cell] = field(default_factory=list)
     cached: list[Cell] = field(default_factory=list)
@@ -27,11 +28,11 @@ class SuiteOutcome:
         return {"computed": len(self.computed), "cached": len(self.cached), "failed": len(self.failed)}
 
 
-def suite_key_parts(suite: Suite, device: str) -> dict[Cell, dict]:
+def suite_key_parts(suite: Suite, device: str, code: str | None = None) -> dict[Cell, dict]:
     """Return every cell's key parts for this suite on this device."""
     import torch
 
-    code = code_fingerprint(suite.module_files)
+    code = code or code_fingerprint(suite.module_files)
     return {cell: key_parts(cell, suite.settings, code, suite.data_fingerprint, torch.__version__, device)
             for cell in suite.cells}
 
@@ -39,8 +40,8 @@ def suite_key_parts(suite: Suite, device: str) -> dict[Cell, dict]:
 def run_suite(suite: Suite, cache_root: Path, device: str, *, force: bool = False) -> SuiteOutcome:
     """Load cached cells, compute the rest one at a time, and save each as soon as it finishes."""
     cache = CellCache(cache_root, suite.name)
-    outcome = SuiteOutcome(suite.name)
-    parts_by_cell = suite_key_parts(suite, device)
+    outcome = SuiteOutcome(suite.name, code_fingerprint(suite.module_files))
+    parts_by_cell = suite_key_parts(suite, device, outcome.code_fingerprint)
     todo = []
     for cell, parts in parts_by_cell.items():
         result = None if force else cache.load(cell, parts)
