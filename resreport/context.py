@@ -123,7 +123,6 @@ def gradient_section(findings: list[Finding], figure, config: Config, manifest: 
     n_inits comes from the gradients table, not the config: `render` may run with a config other than the build's.
     """
     protocols = []
-    per_sample = {f.cells[0]: f.numbers for f in findings if f.protocol == "per_sample" and f.cells}
     for protocol in PROTOCOLS:
         mine = [f for f in findings if f.protocol == protocol]
         kinds: dict[str, list] = {k: [] for k in ("exploding", "seed_protocol_artefact", "vanishing", "shattering",
@@ -135,8 +134,7 @@ def gradient_section(findings: list[Finding], figure, config: Config, manifest: 
             else:
                 item = _item(finding.cells[0], finding.numbers)
                 if finding.kind == "seed_protocol_artefact":
-                    item["per_sample_mean_abs_grad"] = per_sample.get(finding.cells[0], {}).get("mean_abs_grad",
-                                                                                                math.nan)
+                    item["per_sample_mean_abs_grad"] = finding.numbers["per_sample_mean_abs_grad"]
                 kinds[finding.kind].append(item)
         protocols.append({
             "name": protocol, "title": PROTOCOL_TITLES[protocol], "kinds": kinds, "absent": absent,

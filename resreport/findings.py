@@ -113,6 +113,7 @@ def _gradient_numbers(cell: Cell, metrics: dict[str, float]) -> dict[str, float]
         "lag1_autocorr": metrics.get("lag1_autocorr", math.nan),
         "lag1_autocorr_of_mean": metrics.get("lag1_autocorr_of_mean", math.nan),
         "sign_changes_per_unit": metrics.get("sign_changes_per_unit", math.nan),
+        "per_sample_mean_abs_grad": metrics.get("per_sample_mean_abs_grad", math.nan),  # seed protocol only
     }
 
 
