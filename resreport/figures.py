@@ -18,9 +18,9 @@ PAGE_WIDTH = 6.7  # inches: the PDF's text width
 SKIP_COLOURS = {False: "#d95f02", True: "#1b9e77"}
 SKIP_NAMES = {False: "no skip", True: "skip"}
 
-plt.rcParams.update({"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6,
-                     "ytick.labelsize": 6, "legend.fontsize": 6, "axes.linewidth": 0.5, "lines.linewidth": 0.9,
-                     "svg.fonttype": "none"})
+STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6,
+         "ytick.labelsize": 6, "legend.fontsize": 6, "axes.linewidth": 0.5, "lines.linewidth": 0.9,
+         "svg.fonttype": "none"}  # applied around drawing only, never at import
 
 
 def bn_values(frame: pd.DataFrame) -> list[int | None]:
@@ -239,6 +239,11 @@ def plot_confusion(confusion: pd.DataFrame, path: Path) -> str:
 
 def draw_figures(tables: dict[str, pd.DataFrame], folder: Path) -> dict[str, str]:
     """Draw every figure into folder; return {figure name: file name}."""
+    with plt.rc_context(STYLE):
+        return _draw_all(tables, folder)
+
+
+def _draw_all(tables: dict[str, pd.DataFrame], folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     drawn = {}
     for protocol in ("seed", "per_sample"):
