@@ -2,9 +2,25 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+
+def bn_label(bn_every: int | None) -> str:
+    """Name a BatchNorm frequency as the report does: 'no BN' or 'BN every 3'."""
+    return "no BN" if bn_every is None else f"BN every {bn_every}"
+
+
+def bn_order(bn_every: int | None) -> float:
+    """Sort key for BatchNorm frequencies in the lab's order: none first, then sparse to dense."""
+    return -math.inf if bn_every is None else -bn_every
+
+
+def present_bn_every(frame: pd.DataFrame) -> list[int | None]:
+    """Return the BatchNorm frequencies a tidy table holds (<NA> as None), in the lab's order."""
+    return sorted({None if pd.isna(b) else int(b) for b in frame["bn_every"].unique()}, key=bn_order)
 
 
 @dataclass(frozen=True)
@@ -24,9 +40,15 @@ class Cell:
 
     @property
     def label(self) -> str:
-        bn = "no BN" if self.bn_every is None else f"BN every {self.bn_every}"
-        text = f"depth {self.depth}, {bn}, {'skip' if self.use_skip else 'no skip'}"
+        text = f"depth {self.depth}, {bn_label(self.bn_every)}, {'skip' if self.use_skip else 'no skip'}"
         return text if self.seed is None else f"{text}, seed {self.seed}"
+
+    @classmethod
+    def from_row(cls, row, with_seed: bool = False) -> "Cell":
+        """Return the cell a tidy-table row (mapping, Series or namedtuple) belongs to; bn_every <NA> is None."""
+        row = row._asdict() if hasattr(row, "_asdict") else row
+        bn_every = None if pd.isna(row["bn_every"]) else int(row["bn_every"])
+        return cls(int(row["depth"]), bn_every, bool(row["skip"]), int(row["seed"]) if with_seed else None)
 
     def columns(self) -> dict:
         """Return the cell's identifying columns as the tidy tables name them."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from resreport.cells import Cell
+
 GRADIENT_KEYS = ["mean_abs_grad", "lag1_autocorr", "nonfinite_fraction"]
 CIFAR_KEYS = ["best_val_loss", "final_train_loss", "best_epoch"]
 
@@ -79,8 +81,7 @@ def to_markdown(changes: dict) -> str:
 
 
 def _label(row, suffix: str) -> str:
-    bn = "no BN" if pd.isna(row.bn_every) else f"BN every {int(row.bn_every)}"
-    return f"depth {row.depth}, {bn}, {'skip' if row.skip else 'no skip'}, {suffix}"
+    return f"{Cell.from_row(row).label}, {suffix}"
 
 
 def _moved(before: float, after: float, rtol: float) -> bool:

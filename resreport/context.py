@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 
 import pandas as pd
 
-from resreport.cells import Cell
+from resreport.cells import Cell, bn_label, present_bn_every
 from resreport.config import Config
 from resreport.findings import PROTOCOLS, Finding, batchnorm_precedes_output, cifar_summary
 from resreport.layout import batchnorm_after, layer_kinds
@@ -33,10 +33,6 @@ class ReportContext(TypedDict):
     provenance: dict[str, Any]  # settings, data, packages, device, commit, timings
     changes: dict[str, Any]  # the "What changed" appendix
     tables: dict[str, int]  # table numbers
-
-
-def bn_label(bn_every: int | None) -> str:
-    return "no BN" if bn_every is None else f"BN every {bn_every}"
 
 
 def skip_label(skip: bool) -> str:
@@ -74,10 +70,7 @@ def build_context(config: Config, tables: dict[str, pd.DataFrame], findings: lis
 
 
 def _grid(frame: pd.DataFrame) -> tuple[list[int], list[int | None]]:
-    depths = sorted(int(d) for d in frame["depth"].unique())
-    bns = sorted({None if pd.isna(b) else int(b) for b in frame["bn_every"].unique()},
-                 key=lambda b: -math.inf if b is None else -b)
-    return depths, bns
+    return sorted(int(d) for d in frame["depth"].unique()), present_bn_every(frame)
 
 
 def placement_text(layers: list[int]) -> str:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after selecting the non-interact
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from resreport.cells import bn_label, present_bn_every  # noqa: E402
 from resreport.findings import batchnorm_precedes_output  # noqa: E402
 
 DPI = 150  # sharp at A4 print width, a few hundred kB per figure
@@ -21,16 +22,6 @@ SKIP_NAMES = {False: "no skip", True: "skip"}
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6,
          "ytick.labelsize": 6, "legend.fontsize": 6, "axes.linewidth": 0.5, "lines.linewidth": 0.9,
          "svg.fonttype": "none"}  # applied around drawing only, never at import
-
-
-def bn_values(frame: pd.DataFrame) -> list[int | None]:
-    """Return the BatchNorm frequencies present, in the lab's order: none, then sparse to dense."""
-    values = {None if pd.isna(v) else int(v) for v in frame["bn_every"].unique()}
-    return sorted(values, key=lambda v: -math.inf if v is None else -v)
-
-
-def bn_title(bn_every: int | None) -> str:
-    return "no BN" if bn_every is None else f"BN every {bn_every}"
 
 
 def _select(frame: pd.DataFrame, depth: int, bn_every: int | None, skip: bool | None = None) -> pd.DataFrame:
@@ -60,7 +51,7 @@ def mean_curves(gradients: pd.DataFrame, protocol: str) -> pd.DataFrame:
 def plot_gradient_curves(gradients: pd.DataFrame, protocol: str, path: Path) -> str:
     """Draw the mean gradient curve over x per depth x BatchNorm frequency, each curve scaled to its largest |value|."""
     curves = mean_curves(gradients, protocol)
-    depths, bns = sorted(curves["depth"].unique()), bn_values(curves.replace({"bn_every": {0: None}}))
+    depths, bns = sorted(curves["depth"].unique()), present_bn_every(curves.replace({"bn_every": {0: None}}))
     cells = dict(iter(curves.groupby(["depth", "bn_every", "skip"])))
     fig, axes = _grid_figure(len(depths), len(bns), 1.2, "x")
     for i, depth in enumerate(depths):
@@ -88,7 +79,7 @@ def plot_gradient_curves(gradients: pd.DataFrame, protocol: str, path: Path) -> 
             ax.set_ylim(-1.15, 1.15)
             ax.set_yticks([-1, 0, 1])
             ax.set_xticks(np.linspace(*x_range, 5)[1:-1])  # inner ticks: end labels of neighbours would touch
-            _label_grid(ax, i, j, len(depths), f"depth {depth}", bn_title(bn_every))
+            _label_grid(ax, i, j, len(depths), f"depth {depth}", bn_label(bn_every))
     return _save(fig, path)
 
 
@@ -114,7 +105,7 @@ def _label_grid(ax, i: int, j: int, n_rows: int, row_label: str, column_title: s
 def plot_gradient_heatmaps(metrics: pd.DataFrame, protocol: str, path: Path) -> str:
     """Draw log10 mean |gradient| and lag-1 autocorrelation over depth x BatchNorm frequency, per skip."""
     frame = metrics[metrics["protocol"] == protocol]
-    depths, bns = sorted(frame["depth"].unique()), bn_values(frame)
+    depths, bns = sorted(frame["depth"].unique()), present_bn_every(frame)
     height = 0.42 * len(depths) * 2 + 1.0
     fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, height), squeeze=False)
     fig.subplots_adjust(left=0.07, right=0.94, top=1 - 0.2 / height, bottom=0.4 / height, wspace=0.3,
@@ -167,7 +158,7 @@ def plot_autocorr_vs_lag(metrics: pd.DataFrame, protocol: str, path: Path) -> st
     """Draw the per-initialisation autocorrelation against lag, one line per depth, per skip and BatchNorm frequency."""
     frame = metrics[(metrics["protocol"] == protocol) & metrics["metric"].str.startswith("autocorr_lag_")]
     frame = frame.assign(lag=frame["metric"].str.removeprefix("autocorr_lag_").astype(int))
-    depths, bns = sorted(frame["depth"].unique()), bn_values(frame)
+    depths, bns = sorted(frame["depth"].unique()), present_bn_every(frame)
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(depths)))
     fig, axes = _grid_figure(2, len(bns), 1.2, "lag (points)", legend_room=0.2)
     for row, skip in enumerate((False, True)):
@@ -179,7 +170,7 @@ def plot_autocorr_vs_lag(metrics: pd.DataFrame, protocol: str, path: Path) -> st
             ax.plot((1, frame["lag"].max()), (0, 0), color="0.8", linewidth=0.4)
             ax.set_xlim(1, frame["lag"].max())
             ax.set_ylim(-1.05, 1.05)
-            _label_grid(ax, row, col, 2, f"{SKIP_NAMES[skip]}\nautocorrelation", bn_title(bn_every))
+            _label_grid(ax, row, col, 2, f"{SKIP_NAMES[skip]}\nautocorrelation", bn_label(bn_every))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(depths), frameon=False, bbox_to_anchor=(0.5, 0.0))
     return _save(fig, path)
@@ -187,7 +178,7 @@ def plot_autocorr_vs_lag(metrics: pd.DataFrame, protocol: str, path: Path) -> st
 
 def plot_loss_curves(curves: pd.DataFrame, path: Path) -> str:
     """Draw training (dashed) and validation (solid) loss per cell; bands span the seeds when there are several."""
-    depths, bns = sorted(curves["depth"].unique()), bn_values(curves)
+    depths, bns = sorted(curves["depth"].unique()), present_bn_every(curves)
     finite = curves["loss"][np.isfinite(curves["loss"])]
     upper = float(min(finite.max(), 1.3 * finite.quantile(0.95))) if len(finite) else 1.0
     frame = curves.assign(bn_every=curves["bn_every"].astype("Int64").fillna(0).astype(int))
@@ -214,7 +205,7 @@ def plot_loss_curves(curves: pd.DataFrame, path: Path) -> str:
                             ha="right", fontsize=5, color=SKIP_COLOURS[skip])
             ax.set_xlim(curves["epoch"].min(), curves["epoch"].max())
             ax.set_ylim(0, upper)
-            _label_grid(ax, i, j, len(depths), f"depth {depth}\nloss", bn_title(bn_every))
+            _label_grid(ax, i, j, len(depths), f"depth {depth}\nloss", bn_label(bn_every))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return _save(fig, path)

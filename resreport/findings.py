@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from resreport.cells import Cell
+from resreport.cells import Cell, bn_order
 from resreport.config import Thresholds
 from resreport.layout import batchnorm_after
 
@@ -28,11 +28,7 @@ class Finding:
 
 def cell_order(cell: Cell) -> tuple:
     """Sort cells as the lab lists them: depth, then no BatchNorm before sparse before dense, then skip."""
-    return (cell.depth, _bn_rank(cell.bn_every), cell.use_skip)
-
-
-def _bn_rank(bn_every: int | None) -> float:
-    return -math.inf if bn_every is None else -bn_every
+    return (cell.depth, bn_order(cell.bn_every), cell.use_skip)
 
 
 def batchnorm_precedes_output(depth: int, bn_every: int | None) -> bool:
@@ -40,21 +36,14 @@ def batchnorm_precedes_output(depth: int, bn_every: int | None) -> bool:
     return (depth - 1) in batchnorm_after(depth, bn_every)
 
 
-def _cell_of(row) -> Cell:
-    bn_every = row["bn_every"]
-    bn_every = None if pd.isna(bn_every) else int(bn_every)
-    return Cell(int(row["depth"]), bn_every, bool(row["skip"]))
-
-
 def wide_metrics(gradient_metrics: pd.DataFrame, protocol: str) -> dict[Cell, dict[str, float]]:
     """Return {cell: {metric: value}} for one protocol of the tidy gradient_metrics table."""
     wide: dict[Cell, dict[str, float]] = {}
     for row in gradient_metrics.itertuples(index=False):
         if row.protocol == protocol:
-            wide.setdefault(_cell_of(row._asdict()), {})[row.metric] = float(row.value)
-    for row in gradient_metrics.itertuples(index=False):  # the seed artefact is judged against per_sample
-        if protocol == "seed" and row.protocol == "per_sample" and row.metric == "mean_abs_grad":
-            wide.setdefault(_cell_of(row._asdict()), {})["per_sample_mean_abs_grad"] = float(row.value)
+            wide.setdefault(Cell.from_row(row), {})[row.metric] = float(row.value)
+        elif protocol == "seed" and row.protocol == "per_sample" and row.metric == "mean_abs_grad":  # the seed artefact is judged against it
+            wide.setdefault(Cell.from_row(row), {})["per_sample_mean_abs_grad"] = float(row.value)
     return dict(sorted(wide.items(), key=lambda item: cell_order(item[0])))
 
 
@@ -283,7 +272,7 @@ def best_model_findings(test_score: pd.DataFrame, summary: pd.DataFrame) -> list
     if test_score.empty:
         return []
     row = test_score.iloc[0]
-    cell = _cell_of(row)
+    cell = Cell.from_row(row)
     numbers = {name: float(row[name]) for name in ("test_accuracy", "ci_low", "ci_high", "test_loss", "n_test",
                                                      "epoch")}
     match = summary[summary["cell"] == cell]
